@@ -1,0 +1,379 @@
+"""HTTP routes: parse, call the store, map errors to status codes. No SQL here."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__, logs
+from .migrate import load_migrations
+from .models import (
+    ConversationCreate,
+    ConversationCursor,
+    ConversationMetaOut,
+    ConversationOut,
+    ConversationPageOut,
+    ConversationPatch,
+    ErrorOut,
+    HealthOut,
+    InvalidCursor,
+    MessageIn,
+    MessageOut,
+    MessagePageOut,
+    SearchOut,
+    SimilarOut,
+    SimilarQuery,
+)
+from .settings import Settings
+from .store import Conflict, InvalidInput, NotFound, Store
+
+log = logging.getLogger("conversations.api")
+
+RETRY_AFTER_SECONDS = "5"
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "database_unavailable",
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)
+}
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit with 413, by Content-Length or by counting."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = error(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"request body is larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class RequestLogMiddleware:
+    """One JSON log line per request, with a request id that is also returned as X-Request-Id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            logs.request_id.reset(token)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    expected_schema = max(m.version for m in load_migrations())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conninfo = settings.database_url
+        if conninfo is None:
+            from .embedded import start_embedded
+
+            conninfo = start_embedded(
+                settings.local_data_dir, embedding_dimension=settings.embedding_dimension
+            ).app_conninfo
+        pool = ConnectionPool(
+            conninfo,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.pool_timeout,
+            kwargs={"options": f"-c statement_timeout={settings.statement_timeout_ms}", "connect_timeout": 5},
+            open=False,
+            name="conversations",
+        )
+        pool.open(wait=settings.pool_min_size > 0, timeout=max(settings.pool_timeout, 10.0))
+        app.state.store = Store(pool, embedding_dimension=settings.embedding_dimension, timeout=settings.pool_timeout)
+        log.info("service ready", extra={"backend": settings.database_backend, "version": __version__})
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="Conversation service",
+        version=__version__,
+        description="Conversations and their messages in PostgreSQL with pgvector.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    _install_error_handlers(app)
+
+    def store(request: Request) -> Store:
+        return request.app.state.store  # type: ignore[no-any-return]
+
+    def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        expected = settings.api_token.encode()
+        # compare_digest takes the same time wherever the first difference is.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise HTTPException(401, "a valid 'Authorization: Bearer <API_TOKEN>' header is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def user_scope(x_user_id: Annotated[str | None, Header(max_length=255)] = None) -> str | None:
+        if x_user_id is not None and (not x_user_id or not x_user_id.isprintable()):
+            raise HTTPException(400, "X-User-Id must be 1-255 printable characters")
+        return x_user_id
+
+    StoreDep = Annotated[Store, Depends(store)]
+    UserDep = Annotated[str | None, Depends(user_scope)]
+    guarded = [Depends(authorize)]
+
+    @app.get("/health/live", tags=["health"])
+    def live() -> dict[str, str]:
+        """Liveness: 200 while the process runs, whatever the database does."""
+        return {"status": "alive"}
+
+    @app.get("/health", tags=["health"], response_model=HealthOut, responses={503: {"model": HealthOut}})
+    def health(request: Request) -> Any:
+        """Readiness: the database, its versions and the schema in detail."""
+        database: dict[str, Any] = {"backend": settings.database_backend}
+        try:
+            facts = store(request).health()
+        except Exception as exc:  # noqa: BLE001 - any failure is an unhealthy answer, never a crash
+            log.warning("health check failed", extra={"error_type": type(exc).__name__})
+            body = HealthOut(status="unhealthy", database=database, expected_schema_version=expected_schema,
+                             reason=f"database unavailable: {type(exc).__name__}")
+            return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        database["server_version"] = facts["server_version"]
+        body = HealthOut(
+            status="healthy",
+            database=database,
+            schema_version=facts["schema_version"],
+            expected_schema_version=expected_schema,
+            pgvector_version=facts["pgvector_version"],
+            active_conversations=facts["active_conversations"],
+        )
+        if facts["schema_version"] < expected_schema or facts["pgvector_version"] is None:
+            body.status = "unhealthy"
+            body.reason = (
+                "pgvector extension missing" if facts["pgvector_version"] is None
+                else f"schema version {facts['schema_version']} is behind this service's {expected_schema}"
+            )
+            return JSONResponse(body.model_dump(), status_code=503)
+        return body
+
+    @app.post("/conversations", status_code=201, response_model=ConversationOut, dependencies=guarded,
+              responses={**_ERRORS, 409: {"model": ErrorOut}}, tags=["conversations"])
+    def create_conversation(body: ConversationCreate, db: StoreDep, user_id: UserDep) -> Any:
+        return db.create_conversation(
+            conversation_id=body.conversation_id,
+            user_id=user_id,
+            title=body.title,
+            settings=body.settings,
+            metadata=body.metadata,
+            messages=[m.to_new() for m in body.messages],
+        )
+
+    @app.get("/conversations", response_model=ConversationPageOut, dependencies=guarded, responses=_ERRORS,
+             tags=["conversations"])
+    def list_conversations(
+        db: StoreDep,
+        user_id: UserDep,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    ) -> Any:
+        """Most recently updated first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        position = ConversationCursor.decode(cursor) if cursor else None
+        return db.list_conversations(user_id=user_id, limit=limit, cursor=position)
+
+    @app.get("/conversations/{conversation_id}", response_model=ConversationOut, dependencies=guarded,
+             responses=_ERRORS, tags=["conversations"])
+    def get_conversation(
+        conversation_id: str,
+        db: StoreDep,
+        user_id: UserDep,
+        messages_limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    ) -> Any:
+        """The conversation with its messages in order; ``messages_limit=N`` gives the last N."""
+        return db.get_conversation(conversation_id, user_id=user_id, messages_limit=messages_limit)
+
+    @app.patch("/conversations/{conversation_id}", response_model=ConversationMetaOut, dependencies=guarded,
+               responses=_ERRORS, tags=["conversations"])
+    def update_conversation(conversation_id: str, body: ConversationPatch, db: StoreDep, user_id: UserDep) -> Any:
+        return db.update_conversation(
+            conversation_id, user_id=user_id, title=body.title, settings=body.settings, metadata=body.metadata
+        )
+
+    @app.delete("/conversations/{conversation_id}", status_code=204, dependencies=guarded, responses=_ERRORS,
+                tags=["conversations"])
+    def delete_conversation(conversation_id: str, db: StoreDep, user_id: UserDep) -> Response:
+        db.delete_conversation(conversation_id, user_id=user_id)
+        return Response(status_code=204)
+
+    @app.post("/conversations/{conversation_id}/messages", status_code=201, response_model=MessageOut,
+              dependencies=guarded, responses=_ERRORS, tags=["messages"])
+    def append_message(conversation_id: str, body: MessageIn, db: StoreDep, user_id: UserDep) -> Any:
+        return db.append_messages(conversation_id, [body.to_new()], user_id=user_id)[0]
+
+    @app.get("/conversations/{conversation_id}/messages", response_model=MessagePageOut, dependencies=guarded,
+             responses=_ERRORS, tags=["messages"])
+    def list_messages(
+        conversation_id: str,
+        db: StoreDep,
+        user_id: UserDep,
+        after: Annotated[int, Query(ge=0, le=2_147_483_647, description="a next_cursor from the previous page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        """Oldest first, ``limit`` at a time; pass ``next_cursor`` back as ``after``."""
+        return db.list_messages(conversation_id, user_id=user_id, after=after, limit=limit)
+
+    @app.get("/search", response_model=SearchOut, dependencies=guarded, responses=_ERRORS, tags=["search"])
+    def search(
+        db: StoreDep,
+        user_id: UserDep,
+        q: Annotated[str, Query(min_length=1, max_length=1000)],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> Any:
+        """Full-text search over message content (the first 100,000 characters of each message)."""
+        if "\x00" in q:
+            raise HTTPException(422, "q must not contain NUL characters")
+        return {"items": db.search(q, user_id=user_id, limit=limit)}
+
+    @app.post("/search/similar", response_model=SimilarOut, dependencies=guarded, responses=_ERRORS,
+              tags=["search"])
+    def similar(body: SimilarQuery, db: StoreDep, user_id: UserDep) -> Any:
+        """Messages nearest to an embedding by cosine distance."""
+        hits = db.similar(body.embedding, user_id=user_id, limit=body.limit, conversation_id=body.conversation_id)
+        return {"items": hits}
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    Handler = Callable[[Request, Any], Awaitable[Response]]
+
+    def register(exc_type: type[BaseException]) -> Callable[[Handler], Handler]:
+        def wrap(fn: Handler) -> Handler:
+            app.add_exception_handler(exc_type, fn)
+            return fn
+
+        return wrap
+
+    @register(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error(400, "invalid_json", "request body is not valid JSON")
+        # Echo where and why, never the offending input (it may be a message body).
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                   for e in errors[:20]]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse(
+            {"error": "validation_error", "message": f"{where}: {first['msg']}", "details": details},
+            status_code=422,
+        )
+
+    @register(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = _ERROR_CODES.get(exc.status_code, "error")
+        return error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @register(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> Response:
+        return error(404, "not_found", str(exc))
+
+    @register(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> Response:
+        return error(409, "conflict", str(exc))
+
+    @register(InvalidInput)
+    async def invalid_input(_: Request, exc: InvalidInput) -> Response:
+        return error(422, "validation_error", str(exc))
+
+    @register(InvalidCursor)
+    async def invalid_cursor(_: Request, exc: InvalidCursor) -> Response:
+        return error(400, "invalid_cursor", str(exc))
+
+    @register(psycopg.OperationalError)
+    async def database_down(_: Request, exc: psycopg.OperationalError) -> Response:
+        # Covers a refused or dropped connection, a pool that stayed busy past its
+        # timeout (PoolTimeout) and a statement over statement_timeout (QueryCanceled).
+        log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+        return error(503, "database_unavailable", "the database is unavailable; retry shortly",
+                     {"Retry-After": RETRY_AFTER_SECONDS})
+
+    @register(psycopg.InterfaceError)
+    async def connection_lost(_: Request, exc: psycopg.InterfaceError) -> Response:
+        log.warning("database connection lost", extra={"error_type": type(exc).__name__})
+        return error(503, "database_unavailable", "the database connection was lost; retry shortly",
+                     {"Retry-After": RETRY_AFTER_SECONDS})
+
+    @register(psycopg.DataError)
+    async def bad_data(_: Request, exc: psycopg.DataError) -> Response:
+        log.info("database rejected data", extra={"error_type": type(exc).__name__})
+        return error(422, "invalid_data", "the database rejected a value in this request")

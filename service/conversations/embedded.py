@@ -1,0 +1,64 @@
+"""The embedded local default: PostgreSQL with pgvector from the ``pgserver`` package.
+
+Used when no database is configured. Data lives under ``<LOCAL_DATA_DIR>/pgdata`` so
+conversations survive a restart; the server is shared by every local process that asks for
+the same directory (the service, the import tools) and keeps running after them. It listens
+on a Unix socket only, never on a network port.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from .migrate import MigrationResult, ensure_app_role, migrate
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "ragdb"
+APP_ROLE = "conversations_app"
+# The socket accepts local connections without a password (trust); the role still needs
+# one to exist, and it never leaves this machine.
+LOCAL_APP_PASSWORD = "local-only"
+
+
+@dataclass(frozen=True)
+class EmbeddedDatabase:
+    admin_conninfo: str
+    """The superuser, for migrations and tools."""
+    app_conninfo: str
+    """The least-privilege application role the service runs as."""
+    socket_dir: str
+    migration: MigrationResult
+
+
+def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatabase:
+    """Start (or join) the embedded server, create ``ragdb``, migrate it and the app role."""
+    try:
+        import pgserver
+    except ImportError as exc:  # pragma: no cover - only without the dev requirements
+        raise RuntimeError(
+            "no database is configured (DATABASE_URL or DB_HOST...) and the embedded default needs "
+            "the 'pgserver' package: pip install -r requirements-dev.txt"
+        ) from exc
+
+    pgdata = data_dir.resolve() / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    socket_dir = str(server.get_postmaster_info().socket_dir)
+    base = {"host": socket_dir, "user": "postgres"}
+    with psycopg.connect(make_conninfo(**base, dbname="postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+    admin = make_conninfo(**base, dbname=DATABASE_NAME)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        result = migrate(conn, embedding_dimension=embedding_dimension)
+        ensure_app_role(conn, APP_ROLE, LOCAL_APP_PASSWORD)
+    app = make_conninfo(host=socket_dir, dbname=DATABASE_NAME, user=APP_ROLE, application_name="conversations")
+    log.info("embedded database ready", extra={"pgdata": str(pgdata), "schema_version": result.schema_version})
+    return EmbeddedDatabase(admin_conninfo=admin, app_conninfo=app, socket_dir=socket_dir, migration=result)

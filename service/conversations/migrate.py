@@ -1,0 +1,229 @@
+"""The one migrator: applies ``service/migrations/*.sql`` in order, wherever it runs.
+
+Each file runs in its own transaction and is recorded in the ``schema_migrations`` ledger
+with a SHA-256 checksum of its text. A session-level advisory lock serialises concurrent
+runs (two deploys, or the custom resource racing a local run), re-running is a no-op, and
+an applied file whose text changed is an error: schema changes go in a new file.
+
+The module also creates and maintains the least-privilege application role. It imports
+nothing but psycopg, so the Lambda that runs it stays small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+# Any constant works; this one is "conversations" folded into a bigint.
+ADVISORY_LOCK_KEY = 0x636F6E7665727361
+LEDGER_TABLE = "schema_migrations"
+DEFAULT_EMBEDDING_DIMENSION = 1536
+# pgvector's HNSW index handles at most 2,000 dimensions for the vector type.
+MAX_EMBEDDING_DIMENSION = 2000
+APP_TABLES = ("conversations", "messages")
+
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """A migration cannot be applied; the message is safe to show (no secrets)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def render(self, embedding_dimension: int) -> str:
+        return self.text.replace("{{embedding_dimension}}", str(embedding_dimension))
+
+
+@dataclass
+class MigrationResult:
+    applied: list[str] = field(default_factory=list)
+    schema_version: int = 0
+    pgvector_version: str | None = None
+
+
+def default_migrations_dir() -> Path:
+    """``migrations/`` beside the package: the repo's ``service/``, the image and the Lambda
+    asset all lay it out that way. ``MIGRATIONS_DIR`` overrides it."""
+    override = os.environ.get("MIGRATIONS_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def load_migrations(directory: Path | None = None) -> list[Migration]:
+    directory = directory or default_migrations_dir()
+    if not directory.is_dir():
+        raise MigrationError(f"migrations directory not found: {directory}")
+    found: list[Migration] = []
+    seen: dict[int, str] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix != ".sql":
+            continue
+        match = _FILE_RE.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file name must look like 0001_name.sql: {path.name}")
+        version = int(match.group(1))
+        if version in seen:
+            raise MigrationError(f"two migrations with version {version}: {seen[version]}, {path.name}")
+        seen[version] = path.name
+        found.append(Migration(version, match.group(2), path, path.read_text(encoding="utf-8")))
+    if not found:
+        raise MigrationError(f"no migrations in {directory}")
+    return found
+
+
+def migrations_checksum(directory: Path | None = None) -> str:
+    """One hash over every migration file: changes exactly when the schema does."""
+    digest = hashlib.sha256()
+    for migration in load_migrations(directory):
+        digest.update(f"{migration.version}:{migration.checksum}\n".encode())
+    return digest.hexdigest()
+
+
+def validate_embedding_dimension(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MigrationError("embedding dimension must be an integer")
+    if not 1 <= value <= MAX_EMBEDDING_DIMENSION:
+        raise MigrationError(f"embedding dimension must be between 1 and {MAX_EMBEDDING_DIMENSION}, got {value}")
+    return value
+
+
+def migrate(
+    conn: psycopg.Connection,
+    *,
+    migrations_dir: Path | None = None,
+    embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION,
+    progress: Callable[[str], None] | None = None,
+) -> MigrationResult:
+    """Apply pending migrations on ``conn`` (which must be in autocommit mode)."""
+    validate_embedding_dimension(embedding_dimension)
+    migrations = load_migrations(migrations_dir)
+    if not conn.autocommit:
+        raise MigrationError("migrate() needs an autocommit connection: each file runs in its own transaction")
+    say = progress or (lambda message: log.info(message))
+    result = MigrationResult()
+    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    try:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(sql.Identifier(LEDGER_TABLE))
+        )
+        applied = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                sql.SQL("SELECT version, name, checksum FROM {}").format(sql.Identifier(LEDGER_TABLE))
+            )
+        }
+        for migration in migrations:
+            if migration.version in applied:
+                name, checksum = applied[migration.version]
+                if checksum != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.path.name} was edited after it was applied "
+                        f"(recorded checksum {checksum[:12]}, file {migration.checksum[:12]}); "
+                        "add a new migration file instead"
+                    )
+                continue
+            say(f"applying {migration.path.name}")
+            try:
+                with conn.transaction():
+                    conn.execute(migration.render(embedding_dimension))
+                    conn.execute(
+                        sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(
+                            sql.Identifier(LEDGER_TABLE)
+                        ),
+                        (migration.version, migration.name, migration.checksum),
+                    )
+            except psycopg.Error as exc:
+                raise MigrationError(f"migration {migration.path.name} failed: {first_line(exc)}") from exc
+            result.applied.append(migration.path.name)
+        unknown = sorted(set(applied) - {m.version for m in migrations})
+        if unknown:
+            say(f"database has migrations this code does not know: {unknown}")
+        _check_embedding_dimension(conn, embedding_dimension)
+        result.schema_version = schema_version(conn)
+        result.pgvector_version = pgvector_version(conn)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    return result
+
+
+def _check_embedding_dimension(conn: psycopg.Connection, expected: int) -> None:
+    row = conn.execute(
+        "SELECT atttypmod FROM pg_attribute"
+        " WHERE attrelid = 'messages'::regclass AND attname = 'embedding' AND NOT attisdropped"
+    ).fetchone()
+    if row is not None and row[0] != expected:
+        raise MigrationError(
+            f"messages.embedding has dimension {row[0]} but {expected} is configured; "
+            "changing it needs a new migration that rewrites the column"
+        )
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(sql.Identifier(LEDGER_TABLE))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def pgvector_version(conn: psycopg.Connection) -> str | None:
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    return row[0] if row else None
+
+
+def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> None:
+    """Create or update the application role: it may log in and run DML on the
+    application tables, read the ledger (for /health), and change nothing else."""
+    if not role or role == conn.info.user:
+        raise MigrationError("the application role must be a different user from the migrating one")
+    ident = sql.Identifier(role)
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        # Utility statements take no bind parameters; sql.Literal quotes the password safely.
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(
+            sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}").format(
+                ident, sql.Literal(password)
+            )
+        )
+        database = sql.Identifier(conn.info.dbname)
+        conn.execute(sql.SQL("REVOKE CREATE, TEMPORARY ON DATABASE {} FROM PUBLIC, {}").format(database, ident))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident))
+        conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC, {}").format(ident))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+        tables = sql.SQL(", ").join(sql.Identifier(t) for t in APP_TABLES)
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(tables, ident))
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(LEDGER_TABLE), ident))
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """A short, single-line description of an error, for messages that leave the process."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line[:limit]

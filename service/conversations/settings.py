@@ -1,0 +1,130 @@
+"""The service's one settings object, read from the environment and validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from .migrate import DEFAULT_EMBEDDING_DIMENSION, MAX_EMBEDDING_DIMENSION
+
+MIB = 1024 * 1024
+# A placeholder token is accepted only on the embedded local database.
+LOCAL_DEV_TOKEN = "local-dev-token"
+MIN_TOKEN_LENGTH = 16
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable service; the message says which variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    """libpq connection string, or None for the embedded local database."""
+    api_token: str
+    local_data_dir: Path
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    pool_timeout: float = 5.0
+    statement_timeout_ms: int = 15_000
+    max_body_bytes: int = 16 * MIB
+    embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
+    host: str = "0.0.0.0"
+    port: int = 8080
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def database_backend(self) -> str:
+        return "embedded-postgresql" if self.embedded else "postgresql"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        database_url = _database_url(env)
+        embedded = database_url is None
+        token = env.get("API_TOKEN", "")
+        if not token:
+            if not embedded:
+                raise SettingsError("API_TOKEN must be set when a database is configured (it guards every route)")
+            token = LOCAL_DEV_TOKEN
+        elif len(token) < MIN_TOKEN_LENGTH and not embedded:
+            raise SettingsError(f"API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters")
+        if token == LOCAL_DEV_TOKEN and not embedded:
+            raise SettingsError("API_TOKEN is the local development placeholder; set a real token")
+        pool_min = _int(env, "POOL_MIN_SIZE", 1, minimum=0)
+        pool_max = _int(env, "POOL_MAX_SIZE", 10, minimum=1)
+        if pool_min > pool_max:
+            raise SettingsError(f"POOL_MIN_SIZE ({pool_min}) is larger than POOL_MAX_SIZE ({pool_max})")
+        return cls(
+            database_url=database_url,
+            api_token=token,
+            local_data_dir=Path(env.get("LOCAL_DATA_DIR", ".local")),
+            pool_min_size=pool_min,
+            pool_max_size=pool_max,
+            pool_timeout=_float(env, "POOL_TIMEOUT_SECONDS", 5.0),
+            statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 15_000, minimum=0),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * MIB, minimum=1024),
+            embedding_dimension=_int(
+                env, "EMBEDDING_DIMENSION", DEFAULT_EMBEDDING_DIMENSION, minimum=1, maximum=MAX_EMBEDDING_DIMENSION
+            ),
+            host=env.get("HOST", "0.0.0.0"),
+            port=_int(env, "PORT", 8080, minimum=1, maximum=65535),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    if env.get("DATABASE_URL"):
+        return env["DATABASE_URL"]
+    names = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
+    given = [name for name in names if env.get(name)]
+    if not given:
+        return None
+    missing = [name for name in ("DB_HOST", "DB_NAME", "DB_USER", "DB_PASSWORD") if not env.get(name)]
+    if missing:
+        raise SettingsError(f"{', '.join(missing)} must be set with {', '.join(given)}")
+    return make_conninfo(
+        host=env["DB_HOST"],
+        port=str(_int(env, "DB_PORT", 5432, minimum=1, maximum=65535)),
+        dbname=env["DB_NAME"],
+        user=env["DB_USER"],
+        password=env["DB_PASSWORD"],
+        # RDS enforces TLS (rds.force_ssl=1); 'require' encrypts without needing the CA bundle.
+        sslmode=env.get("DB_SSLMODE", "require"),
+        application_name="conversations",
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    return value

@@ -1,0 +1,2 @@
+-- pgvector: message embeddings and similarity search.
+CREATE EXTENSION IF NOT EXISTS vector;

@@ -1,0 +1,175 @@
+"""The migrator against a real PostgreSQL: order, ledger, idempotency, locking, edits."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conversations.migrate import (
+    LEDGER_TABLE,
+    MigrationError,
+    default_migrations_dir,
+    ensure_app_role,
+    load_migrations,
+    migrate,
+    migrations_checksum,
+)
+from tests.support.postgres import PostgresServer
+
+
+def connect(pg: PostgresServer, db: str) -> psycopg.Connection:
+    return psycopg.connect(pg.conninfo(db), autocommit=True)
+
+
+def test_applies_every_file_in_order_and_records_checksums(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        result = migrate(conn)
+        ledger = conn.execute(f"SELECT version, name, checksum FROM {LEDGER_TABLE} ORDER BY version").fetchall()
+    files = load_migrations()
+    assert result.applied == [m.path.name for m in files]
+    assert [(v, n, c) for v, n, c in ledger] == [(m.version, m.name, m.checksum) for m in files]
+    assert result.schema_version == files[-1].version
+    assert result.pgvector_version
+
+
+def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        migrate(conn)
+        # The query operators run by hand keeps working.
+        conn.execute("SELECT conversation_id, title, updated_at FROM conversations ORDER BY updated_at DESC")
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'conversations'")}
+        indexes = {r[0]: r[1] for r in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('conversations', 'messages')")}
+        dim = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+                           " AND attname = 'embedding'").fetchone()[0]
+    assert {"conversation_id", "user_id", "title", "settings", "metadata", "created_at", "updated_at",
+            "message_count"} <= columns
+    assert "hnsw" in indexes["messages_embedding_hnsw_idx"] and "vector_cosine_ops" in indexes[
+        "messages_embedding_hnsw_idx"]
+    assert '"left"(content, 100000)' in indexes["messages_content_fts_idx"]
+    assert "updated_at DESC" in indexes["conversations_user_recent_idx"]
+    assert dim == 1536
+
+
+def test_rerun_is_a_no_op(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        migrate(conn)
+        before = conn.execute(f"SELECT version, applied_at FROM {LEDGER_TABLE} ORDER BY version").fetchall()
+        again = migrate(conn)
+        after = conn.execute(f"SELECT version, applied_at FROM {LEDGER_TABLE} ORDER BY version").fetchall()
+    assert again.applied == []
+    assert before == after
+
+
+def test_concurrent_runs_serialise_and_apply_each_file_once(pg, empty_db):
+    results, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        try:
+            with connect(pg, empty_db) as conn:
+                barrier.wait()
+                results.append(migrate(conn))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    applied = [name for r in results for name in r.applied]
+    assert sorted(applied) == sorted(m.path.name for m in load_migrations())
+    with connect(pg, empty_db) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE}").fetchone()[0] == len(load_migrations())
+
+
+def copy_migrations(tmp_path: Path) -> Path:
+    target = tmp_path / "migrations"
+    shutil.copytree(default_migrations_dir(), target)
+    return target
+
+
+def test_edited_applied_file_is_an_error(pg, empty_db, tmp_path):
+    directory = copy_migrations(tmp_path)
+    with connect(pg, empty_db) as conn:
+        migrate(conn, migrations_dir=directory)
+        edited = directory / "0002_conversations.sql"
+        edited.write_text(edited.read_text() + "\n-- sneaky edit\n")
+        with pytest.raises(MigrationError, match="0002_conversations.sql was edited"):
+            migrate(conn, migrations_dir=directory)
+
+
+def test_new_file_is_applied_and_a_failing_one_rolls_back_alone(pg, empty_db, tmp_path):
+    directory = copy_migrations(tmp_path)
+    with connect(pg, empty_db) as conn:
+        migrate(conn, migrations_dir=directory)
+        (directory / "0900_add_column.sql").write_text("ALTER TABLE conversations ADD COLUMN archived boolean;")
+        assert migrate(conn, migrations_dir=directory).applied == ["0900_add_column.sql"]
+        (directory / "0901_broken.sql").write_text("CREATE TABLE half_done (id int); SELECT * FROM no_such_table;")
+        with pytest.raises(MigrationError, match="0901_broken.sql failed"):
+            migrate(conn, migrations_dir=directory)
+        # The failed file left nothing behind and is not recorded.
+        assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
+        assert conn.execute(f"SELECT max(version) FROM {LEDGER_TABLE}").fetchone()[0] == 900
+
+
+def test_badly_named_file_is_refused(tmp_path):
+    directory = copy_migrations(tmp_path)
+    (directory / "5_oops.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="must look like 0001_name.sql"):
+        load_migrations(directory)
+
+
+def test_embedding_dimension_comes_from_configuration_and_is_checked(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        migrate(conn, embedding_dimension=384)
+        dim = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+                           " AND attname = 'embedding'").fetchone()[0]
+        assert dim == 384
+        with pytest.raises(MigrationError, match="dimension 384 but 768 is configured"):
+            migrate(conn, embedding_dimension=768)
+    with pytest.raises(MigrationError, match="between 1 and 2000"):
+        migrate(None, embedding_dimension=4096)  # type: ignore[arg-type]
+
+
+def test_checksum_of_all_migrations_changes_with_any_file(tmp_path):
+    directory = copy_migrations(tmp_path)
+    before = migrations_checksum(directory)
+    assert before == migrations_checksum(default_migrations_dir())
+    (directory / "0003_messages.sql").write_text("-- changed\n", encoding="utf-8")
+    assert migrations_checksum(directory) != before
+
+
+def test_app_role_can_use_the_tables_but_not_change_the_schema(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        migrate(conn)
+        ensure_app_role(conn, "ddl_probe_app", "first-password")
+        ensure_app_role(conn, "ddl_probe_app", "second-password")  # update: new password
+    try:
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(pg.conninfo(empty_db, "ddl_probe_app", "first-password")).close()
+        with psycopg.connect(pg.conninfo(empty_db, "ddl_probe_app", "second-password"), autocommit=True) as app:
+            app.execute("INSERT INTO conversations (conversation_id) VALUES ('c1')")
+            app.execute("INSERT INTO messages (conversation_id, seq, role, content) VALUES ('c1', 1, 'user', 'hi')")
+            app.execute("DELETE FROM conversations WHERE conversation_id = 'c1'")
+            for ddl in (
+                "CREATE TABLE sneaky (id int)",
+                "DROP TABLE messages",
+                "ALTER TABLE conversations ADD COLUMN x int",
+                "TRUNCATE conversations",
+                f"DELETE FROM {LEDGER_TABLE}",
+                "CREATE TEMP TABLE t (id int)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute(ddl)
+    finally:
+        with connect(pg, empty_db) as conn:
+            conn.execute("DROP OWNED BY ddl_probe_app")
+            conn.execute("DROP ROLE ddl_probe_app")

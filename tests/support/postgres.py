@@ -1,0 +1,141 @@
+"""A real PostgreSQL with pgvector for the tests: the binaries of the ``pgserver`` package,
+run on a loopback TCP port with password (SCRAM) authentication, so wrong passwords fail
+as they would on RDS, and stoppable and restartable by a test. ``DATABASE_URL`` replaces it
+with a server of your own (it must have pgvector and a superuser in the URL)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+SUPERUSER = "postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    host: str
+    port: int
+    superuser: str
+    superuser_password: str
+    data_dir: Path | None = None
+    _run_as: str | None = field(default=None, repr=False)
+    _bin: Path | None = field(default=None, repr=False)
+
+    def conninfo(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
+        return make_conninfo(
+            host=self.host,
+            port=str(self.port),
+            dbname=dbname,
+            user=user or self.superuser,
+            password=password if user else self.superuser_password,
+            sslmode="disable",
+            connect_timeout="5",
+        )
+
+    @property
+    def managed(self) -> bool:
+        return self.data_dir is not None
+
+    def _pg_ctl(self, *args: str) -> None:
+        assert self._bin is not None and self.data_dir is not None
+        subprocess.run(
+            [str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30", *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self._run_as,
+        )
+
+    def start(self) -> None:
+        self._pg_ctl("-l", str(self.data_dir / "server.log"), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("-m", mode, "stop")
+
+    def create_database(self, prefix: str = "t") -> str:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def from_database_url(url: str) -> PostgresServer:
+    params = conninfo_to_dict(url)
+    return PostgresServer(
+        host=str(params.get("host", "127.0.0.1")),
+        port=int(params.get("port", 5432)),
+        superuser=str(params.get("user", SUPERUSER)),
+        superuser_password=str(params.get("password", "")),
+    )
+
+
+def start_embedded_server(base: Path) -> PostgresServer:
+    """initdb a fresh cluster under ``base`` and start it on a free loopback port."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    run_as = None
+    data_dir = base / "pgdata"
+    base.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(16)
+    pwfile = base / "pwfile"
+    pwfile.write_text(password)
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root: pgserver's own system user runs it.
+        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        run_as = "pgserver"
+        entry = ensure_user_exists(run_as)
+        ensure_prefix_permissions(base)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
+        for path in (base, pwfile):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    subprocess.run(
+        [
+            str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+            "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=run_as,
+    )
+    pwfile.unlink()
+    port = _free_port()
+    with (data_dir / "postgresql.conf").open("a") as conf:
+        conf.write(
+            f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{data_dir}'\n"
+            "max_connections = 200\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+        )
+    server = PostgresServer("127.0.0.1", port, SUPERUSER, password, data_dir, run_as, POSTGRES_BIN_PATH)
+    server.start()
+    return server
+
+
+def remove(server: PostgresServer) -> None:
+    if server.managed:
+        try:
+            server.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        assert server.data_dir is not None
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
