@@ -1,7 +1,5 @@
 """HTTP routes: parse, call the store, map errors to status codes. No SQL here."""
 
-from __future__ import annotations
-
 import hmac
 import logging
 import time
@@ -54,9 +52,7 @@ _ERROR_CODES = {
     422: "validation_error",
     503: "database_unavailable",
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)}
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -180,8 +176,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expected = settings.api_token.encode()
         # compare_digest takes the same time wherever the first difference is.
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise HTTPException(401, "a valid 'Authorization: Bearer <API_TOKEN>' header is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "a valid 'Authorization: Bearer <API_TOKEN>' header is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def user_scope(x_user_id: Annotated[str | None, Header(max_length=255)] = None) -> str | None:
         if x_user_id is not None and (not x_user_id or not x_user_id.isprintable()):
@@ -205,8 +204,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             facts = store(request).health()
         except Exception as exc:  # noqa: BLE001 - any failure is an unhealthy answer, never a crash
             log.warning("health check failed", extra={"error_type": type(exc).__name__})
-            body = HealthOut(status="unhealthy", database=database, expected_schema_version=expected_schema,
-                             reason=f"database unavailable: {type(exc).__name__}")
+            body = HealthOut(
+                status="unhealthy",
+                database=database,
+                expected_schema_version=expected_schema,
+                reason=f"database unavailable: {type(exc).__name__}",
+            )
             return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
         database["server_version"] = facts["server_version"]
         body = HealthOut(
@@ -220,14 +223,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if facts["schema_version"] < expected_schema or facts["pgvector_version"] is None:
             body.status = "unhealthy"
             body.reason = (
-                "pgvector extension missing" if facts["pgvector_version"] is None
+                "pgvector extension missing"
+                if facts["pgvector_version"] is None
                 else f"schema version {facts['schema_version']} is behind this service's {expected_schema}"
             )
             return JSONResponse(body.model_dump(), status_code=503)
         return body
 
-    @app.post("/conversations", status_code=201, response_model=ConversationOut, dependencies=guarded,
-              responses={**_ERRORS, 409: {"model": ErrorOut}}, tags=["conversations"])
+    @app.post(
+        "/conversations",
+        status_code=201,
+        response_model=ConversationOut,
+        dependencies=guarded,
+        responses={**_ERRORS, 409: {"model": ErrorOut}},
+        tags=["conversations"],
+    )
     def create_conversation(body: ConversationCreate, db: StoreDep, user_id: UserDep) -> Any:
         return db.create_conversation(
             conversation_id=body.conversation_id,
@@ -238,8 +248,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             messages=[m.to_new() for m in body.messages],
         )
 
-    @app.get("/conversations", response_model=ConversationPageOut, dependencies=guarded, responses=_ERRORS,
-             tags=["conversations"])
+    @app.get(
+        "/conversations",
+        response_model=ConversationPageOut,
+        dependencies=guarded,
+        responses=_ERRORS,
+        tags=["conversations"],
+    )
     def list_conversations(
         db: StoreDep,
         user_id: UserDep,
@@ -250,8 +265,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         position = ConversationCursor.decode(cursor) if cursor else None
         return db.list_conversations(user_id=user_id, limit=limit, cursor=position)
 
-    @app.get("/conversations/{conversation_id}", response_model=ConversationOut, dependencies=guarded,
-             responses=_ERRORS, tags=["conversations"])
+    @app.get(
+        "/conversations/{conversation_id}",
+        response_model=ConversationOut,
+        dependencies=guarded,
+        responses=_ERRORS,
+        tags=["conversations"],
+    )
     def get_conversation(
         conversation_id: str,
         db: StoreDep,
@@ -261,26 +281,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The conversation with its messages in order; ``messages_limit=N`` gives the last N."""
         return db.get_conversation(conversation_id, user_id=user_id, messages_limit=messages_limit)
 
-    @app.patch("/conversations/{conversation_id}", response_model=ConversationMetaOut, dependencies=guarded,
-               responses=_ERRORS, tags=["conversations"])
+    @app.patch(
+        "/conversations/{conversation_id}",
+        response_model=ConversationMetaOut,
+        dependencies=guarded,
+        responses=_ERRORS,
+        tags=["conversations"],
+    )
     def update_conversation(conversation_id: str, body: ConversationPatch, db: StoreDep, user_id: UserDep) -> Any:
         return db.update_conversation(
             conversation_id, user_id=user_id, title=body.title, settings=body.settings, metadata=body.metadata
         )
 
-    @app.delete("/conversations/{conversation_id}", status_code=204, dependencies=guarded, responses=_ERRORS,
-                tags=["conversations"])
+    @app.delete(
+        "/conversations/{conversation_id}",
+        status_code=204,
+        dependencies=guarded,
+        responses=_ERRORS,
+        tags=["conversations"],
+    )
     def delete_conversation(conversation_id: str, db: StoreDep, user_id: UserDep) -> Response:
         db.delete_conversation(conversation_id, user_id=user_id)
         return Response(status_code=204)
 
-    @app.post("/conversations/{conversation_id}/messages", status_code=201, response_model=MessageOut,
-              dependencies=guarded, responses=_ERRORS, tags=["messages"])
+    @app.post(
+        "/conversations/{conversation_id}/messages",
+        status_code=201,
+        response_model=MessageOut,
+        dependencies=guarded,
+        responses=_ERRORS,
+        tags=["messages"],
+    )
     def append_message(conversation_id: str, body: MessageIn, db: StoreDep, user_id: UserDep) -> Any:
         return db.append_messages(conversation_id, [body.to_new()], user_id=user_id)[0]
 
-    @app.get("/conversations/{conversation_id}/messages", response_model=MessagePageOut, dependencies=guarded,
-             responses=_ERRORS, tags=["messages"])
+    @app.get(
+        "/conversations/{conversation_id}/messages",
+        response_model=MessagePageOut,
+        dependencies=guarded,
+        responses=_ERRORS,
+        tags=["messages"],
+    )
     def list_messages(
         conversation_id: str,
         db: StoreDep,
@@ -303,8 +344,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, "q must not contain NUL characters")
         return {"items": db.search(q, user_id=user_id, limit=limit)}
 
-    @app.post("/search/similar", response_model=SimilarOut, dependencies=guarded, responses=_ERRORS,
-              tags=["search"])
+    @app.post("/search/similar", response_model=SimilarOut, dependencies=guarded, responses=_ERRORS, tags=["search"])
     def similar(body: SimilarQuery, db: StoreDep, user_id: UserDep) -> Any:
         """Messages nearest to an embedding by cosine distance."""
         hits = db.similar(body.embedding, user_id=user_id, limit=body.limit, conversation_id=body.conversation_id)
@@ -316,7 +356,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     Handler = Callable[[Request, Any], Awaitable[Response]]
 
-    def register(exc_type: type[BaseException]) -> Callable[[Handler], Handler]:
+    def register(exc_type: type[Exception]) -> Callable[[Handler], Handler]:
         def wrap(fn: Handler) -> Handler:
             app.add_exception_handler(exc_type, fn)
             return fn
@@ -329,8 +369,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in errors):
             return error(400, "invalid_json", "request body is not valid JSON")
         # Echo where and why, never the offending input (it may be a message body).
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                   for e in errors[:20]]
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors[:20]
+        ]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
         return JSONResponse(
@@ -364,14 +405,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Covers a refused or dropped connection, a pool that stayed busy past its
         # timeout (PoolTimeout) and a statement over statement_timeout (QueryCanceled).
         log.warning("database unavailable", extra={"error_type": type(exc).__name__})
-        return error(503, "database_unavailable", "the database is unavailable; retry shortly",
-                     {"Retry-After": RETRY_AFTER_SECONDS})
+        return error(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        )
 
     @register(psycopg.InterfaceError)
     async def connection_lost(_: Request, exc: psycopg.InterfaceError) -> Response:
         log.warning("database connection lost", extra={"error_type": type(exc).__name__})
-        return error(503, "database_unavailable", "the database connection was lost; retry shortly",
-                     {"Retry-After": RETRY_AFTER_SECONDS})
+        return error(
+            503,
+            "database_unavailable",
+            "the database connection was lost; retry shortly",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        )
 
     @register(psycopg.DataError)
     async def bad_data(_: Request, exc: psycopg.DataError) -> Response:

@@ -30,6 +30,10 @@ from .migrate import DEFAULT_EMBEDDING_DIMENSION, MigrationError, ensure_app_rol
 
 log = logging.getLogger("conversations.cfn")
 log.setLevel(logging.INFO)
+# botocore logs whole responses (secret values included) at DEBUG; never let a Lambda
+# log level turn that on here.
+for _noisy in ("botocore", "boto3", "urllib3"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 PHYSICAL_ID_PREFIX = "conversations-schema"
 MAX_REASON_CHARS = 500
@@ -59,8 +63,10 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
         master = _read_secret(client, props, "MasterSecretArn", secrets)
         app = _read_secret(client, props, "AppSecretArn", secrets)
         dimension = _dimension(props.get("EmbeddingDimension", DEFAULT_EMBEDDING_DIMENSION))
-        host, port, dbname = _require(master, "host", "MasterSecretArn"), master.get("port", 5432), master.get(
-            "dbname", "postgres"
+        host, port, dbname = (
+            _require(master, "host", "MasterSecretArn"),
+            master.get("port", 5432),
+            master.get("dbname", "postgres"),
         )
         budget_s = _remaining_seconds(context)
         conninfo = make_conninfo(

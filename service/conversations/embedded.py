@@ -9,6 +9,7 @@ on a Unix socket only, never on a network port.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ DATABASE_NAME = "ragdb"
 APP_ROLE = "conversations_app"
 # The socket accepts local connections without a password (trust); the role still needs
 # one to exist, and it never leaves this machine.
-LOCAL_APP_PASSWORD = "local-only"
+LOCAL_APP_PASSWORD = "local-only"  # noqa: S105 - trust auth on a local socket ignores it
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,10 @@ class EmbeddedDatabase:
 def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatabase:
     """Start (or join) the embedded server, create ``ragdb``, migrate it and the app role."""
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); /tmp is fine.
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:  # pragma: no cover - only without the dev requirements
         raise RuntimeError(
             "no database is configured (DATABASE_URL or DB_HOST...) and the embedded default needs "
@@ -50,6 +54,10 @@ def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatab
     pgdata = data_dir.resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
+    # get_server() hands back a cached handle within one process; make sure the server
+    # behind it still runs (it may have been stopped since).
+    with server._lock:
+        server.ensure_postgres_running()
     socket_dir = str(server.get_postmaster_info().socket_dir)
     base = {"host": socket_dir, "user": "postgres"}
     with psycopg.connect(make_conninfo(**base, dbname="postgres"), autocommit=True) as conn:
@@ -62,3 +70,22 @@ def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatab
     app = make_conninfo(host=socket_dir, dbname=DATABASE_NAME, user=APP_ROLE, application_name="conversations")
     log.info("embedded database ready", extra={"pgdata": str(pgdata), "schema_version": result.schema_version})
     return EmbeddedDatabase(admin_conninfo=admin, app_conninfo=app, socket_dir=socket_dir, migration=result)
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server for ``data_dir`` if it runs; True when one was stopped."""
+    import os
+    import subprocess
+
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    pgdata = data_dir.resolve() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    subprocess.run(  # noqa: S603 - fixed binary and arguments
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
+        check=True,
+        capture_output=True,
+        user="pgserver" if os.geteuid() == 0 else None,
+    )
+    return True

@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,6 +46,11 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level)
     # uvicorn's access log would print query strings (search terms); ours logs the path only.
     logging.getLogger("uvicorn.access").disabled = True
+    # pgserver narrates every pg_ctl call at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # HTTP client libraries log full URLs at INFO; URLs can carry search terms.
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -141,7 +141,7 @@ def migrate(
         }
         for migration in migrations:
             if migration.version in applied:
-                name, checksum = applied[migration.version]
+                _, checksum = applied[migration.version]
                 if checksum != migration.checksum:
                     raise MigrationError(
                         f"migration {migration.path.name} was edited after it was applied "

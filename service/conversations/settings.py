@@ -13,7 +13,7 @@ from .migrate import DEFAULT_EMBEDDING_DIMENSION, MAX_EMBEDDING_DIMENSION
 
 MIB = 1024 * 1024
 # A placeholder token is accepted only on the embedded local database.
-LOCAL_DEV_TOKEN = "local-dev-token"
+LOCAL_DEV_TOKEN = "local-dev-token"  # noqa: S105 - refused outside local mode
 MIN_TOKEN_LENGTH = 16
 
 
@@ -55,10 +55,10 @@ class Settings:
             if not embedded:
                 raise SettingsError("API_TOKEN must be set when a database is configured (it guards every route)")
             token = LOCAL_DEV_TOKEN
-        elif len(token) < MIN_TOKEN_LENGTH and not embedded:
-            raise SettingsError(f"API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters")
-        if token == LOCAL_DEV_TOKEN and not embedded:
+        elif not embedded and token == LOCAL_DEV_TOKEN:
             raise SettingsError("API_TOKEN is the local development placeholder; set a real token")
+        elif not embedded and len(token) < MIN_TOKEN_LENGTH:
+            raise SettingsError(f"API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters")
         pool_min = _int(env, "POOL_MIN_SIZE", 1, minimum=0)
         pool_max = _int(env, "POOL_MAX_SIZE", 10, minimum=1)
         if pool_min > pool_max:

@@ -41,16 +41,35 @@ def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg, empty
         migrate(conn)
         # The query operators run by hand keeps working.
         conn.execute("SELECT conversation_id, title, updated_at FROM conversations ORDER BY updated_at DESC")
-        columns = {r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'conversations'")}
-        indexes = {r[0]: r[1] for r in conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('conversations', 'messages')")}
-        dim = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass"
-                           " AND attname = 'embedding'").fetchone()[0]
-    assert {"conversation_id", "user_id", "title", "settings", "metadata", "created_at", "updated_at",
-            "message_count"} <= columns
-    assert "hnsw" in indexes["messages_embedding_hnsw_idx"] and "vector_cosine_ops" in indexes[
-        "messages_embedding_hnsw_idx"]
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'conversations'"
+            )
+        }
+        indexes = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('conversations', 'messages')"
+            )
+        }
+        dim = conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = 'embedding'"
+        ).fetchone()[0]
+    assert {
+        "conversation_id",
+        "user_id",
+        "title",
+        "settings",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "message_count",
+    } <= columns
+    assert (
+        "hnsw" in indexes["messages_embedding_hnsw_idx"]
+        and "vector_cosine_ops" in indexes["messages_embedding_hnsw_idx"]
+    )
     assert '"left"(content, 100000)' in indexes["messages_content_fts_idx"]
     assert "updated_at DESC" in indexes["conversations_user_recent_idx"]
     assert dim == 1536
@@ -102,7 +121,7 @@ def test_edited_applied_file_is_an_error(pg, empty_db, tmp_path):
         migrate(conn, migrations_dir=directory)
         edited = directory / "0002_conversations.sql"
         edited.write_text(edited.read_text() + "\n-- sneaky edit\n")
-        with pytest.raises(MigrationError, match="0002_conversations.sql was edited"):
+        with pytest.raises(MigrationError, match=r"0002_conversations\.sql was edited"):
             migrate(conn, migrations_dir=directory)
 
 
@@ -113,7 +132,7 @@ def test_new_file_is_applied_and_a_failing_one_rolls_back_alone(pg, empty_db, tm
         (directory / "0900_add_column.sql").write_text("ALTER TABLE conversations ADD COLUMN archived boolean;")
         assert migrate(conn, migrations_dir=directory).applied == ["0900_add_column.sql"]
         (directory / "0901_broken.sql").write_text("CREATE TABLE half_done (id int); SELECT * FROM no_such_table;")
-        with pytest.raises(MigrationError, match="0901_broken.sql failed"):
+        with pytest.raises(MigrationError, match=r"0901_broken\.sql failed"):
             migrate(conn, migrations_dir=directory)
         # The failed file left nothing behind and is not recorded.
         assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
@@ -123,15 +142,16 @@ def test_new_file_is_applied_and_a_failing_one_rolls_back_alone(pg, empty_db, tm
 def test_badly_named_file_is_refused(tmp_path):
     directory = copy_migrations(tmp_path)
     (directory / "5_oops.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="must look like 0001_name.sql"):
+    with pytest.raises(MigrationError, match=r"must look like 0001_name\.sql"):
         load_migrations(directory)
 
 
 def test_embedding_dimension_comes_from_configuration_and_is_checked(pg, empty_db):
     with connect(pg, empty_db) as conn:
         migrate(conn, embedding_dimension=384)
-        dim = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass"
-                           " AND attname = 'embedding'").fetchone()[0]
+        dim = conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = 'embedding'"
+        ).fetchone()[0]
         assert dim == 384
         with pytest.raises(MigrationError, match="dimension 384 but 768 is configured"):
             migrate(conn, embedding_dimension=768)

@@ -111,8 +111,16 @@ def start_embedded_server(base: Path) -> PostgresServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
     subprocess.run(
         [
-            str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-sync",
+            str(POSTGRES_BIN_PATH / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            SUPERUSER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-sync",
         ],
         check=True,
         stdout=subprocess.DEVNULL,

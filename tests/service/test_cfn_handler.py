@@ -1,0 +1,205 @@
+"""The custom-resource handler with its secrets in (emulated) Secrets Manager and a real
+database: Create, Update, Delete, and failures that must stay short and secret-free."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+
+from conversations import cfn_handler
+from conversations.cfn_handler import SchemaError, handler
+from conversations.migrate import LEDGER_TABLE, load_migrations
+
+APP_ROLE = "cfn_test_app"
+
+
+class FakeContext:
+    def __init__(self, remaining_ms: int = 120_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def secretsmanager():
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="eu-west-1")
+
+
+@pytest.fixture
+def stack_secrets(pg, empty_db, secretsmanager):
+    """The two secrets as the DataStack creates them, pointing at a fresh database."""
+    app_password = secrets.token_urlsafe(18)
+    master = secretsmanager.create_secret(
+        Name="master",
+        SecretString=json.dumps(
+            {
+                "engine": "postgres",
+                "host": pg.host,
+                "port": pg.port,
+                "dbname": empty_db,
+                "username": pg.superuser,
+                "password": pg.superuser_password,
+            }
+        ),
+    )["ARN"]
+    app = secretsmanager.create_secret(
+        Name="app", SecretString=json.dumps({"username": APP_ROLE, "password": app_password})
+    )["ARN"]
+    yield {"master": master, "app": app, "app_password": app_password, "db": empty_db}
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {empty_db} WITH (FORCE)")
+        conn.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")
+
+
+def event(request_type: str, s: dict, **props) -> dict:
+    body = {
+        "RequestType": request_type,
+        "LogicalResourceId": "SchemaMigrations",
+        "ResourceProperties": {
+            "ServiceToken": "arn:x",
+            "MasterSecretArn": s["master"],
+            "AppSecretArn": s["app"],
+            "SslMode": "disable",
+            "EmbeddingDimension": "8",
+            **props,
+        },
+    }
+    if request_type != "Create":
+        body["PhysicalResourceId"] = f"conversations-schema:{s['db']}"
+    return body
+
+
+def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
+    result = handler(event("Create", stack_secrets), FakeContext())
+    latest = load_migrations()[-1].version
+    assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
+    assert result["Data"]["SchemaVersion"] == str(latest)
+    assert result["Data"]["PgvectorVersion"]
+    assert len(json.dumps(result)) < 4096
+    with psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, stack_secrets["app_password"])) as app:
+        assert app.execute("SELECT count(*) FROM conversations").fetchone()[0] == 0
+
+
+def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, secretsmanager):
+    first = handler(event("Create", stack_secrets), FakeContext())
+    new_password = secrets.token_urlsafe(18)
+    secretsmanager.put_secret_value(
+        SecretId=stack_secrets["app"], SecretString=json.dumps({"username": APP_ROLE, "password": new_password})
+    )
+    second = handler(event("Update", stack_secrets), FakeContext())
+    assert second["PhysicalResourceId"] == first["PhysicalResourceId"]
+    assert second["Data"]["Applied"] == "0"
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, stack_secrets["app_password"])).close()
+    psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, new_password)).close()
+
+
+def test_delete_leaves_schema_and_data_alone(pg, stack_secrets):
+    handler(event("Create", stack_secrets), FakeContext())
+    with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
+        conn.execute("INSERT INTO conversations (conversation_id) VALUES ('keep-me')")
+    result = handler(event("Delete", stack_secrets), FakeContext())
+    assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
+    with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
+        assert conn.execute("SELECT conversation_id FROM conversations").fetchall() == [("keep-me",)]
+        assert conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE}").fetchone()[0] > 0
+
+
+def test_delete_never_reads_secrets_or_connects(secretsmanager):
+    # Secrets that do not exist and no database: Delete still succeeds at once.
+    result = handler(
+        {
+            "RequestType": "Delete",
+            "PhysicalResourceId": "conversations-schema:ragdb",
+            "ResourceProperties": {"MasterSecretArn": "arn:missing", "AppSecretArn": "arn:missing"},
+        }
+    )
+    assert result == {"PhysicalResourceId": "conversations-schema:ragdb"}
+
+
+def assert_safe_failure(exc_info: pytest.ExceptionInfo, *secret_values: str) -> str:
+    message = str(exc_info.value)
+    assert 0 < len(message) <= cfn_handler.MAX_REASON_CHARS
+    for value in secret_values:
+        assert value not in message
+    return message
+
+
+def test_wrong_master_password_fails_fast_without_leaking_it(pg, stack_secrets, secretsmanager, caplog):
+    wrong = "Wr0ng-" + secrets.token_urlsafe(12)
+    secretsmanager.put_secret_value(
+        SecretId=stack_secrets["master"],
+        SecretString=json.dumps(
+            {
+                "host": pg.host,
+                "port": pg.port,
+                "dbname": stack_secrets["db"],
+                "username": pg.superuser,
+                "password": wrong,
+            }
+        ),
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(SchemaError) as exc_info:
+        handler(event("Create", stack_secrets), FakeContext())
+    message = assert_safe_failure(exc_info, wrong, stack_secrets["app_password"])
+    assert "password authentication failed" in message
+    assert wrong not in caplog.text and stack_secrets["app_password"] not in caplog.text
+
+
+def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets, secretsmanager):
+    import time
+
+    secretsmanager.put_secret_value(
+        SecretId=stack_secrets["master"],
+        SecretString=json.dumps(
+            {"host": "127.0.0.1", "port": 9, "dbname": "ragdb", "username": "raguser", "password": "pw-123456"}
+        ),
+    )
+    started = time.monotonic()
+    with pytest.raises(SchemaError) as exc_info:
+        handler(event("Create", stack_secrets), FakeContext(remaining_ms=20_000))
+    assert time.monotonic() - started < 15
+    message = assert_safe_failure(exc_info, "pw-123456")
+    assert "cannot reach or use database 127.0.0.1:9/ragdb" in message
+
+
+def test_missing_secret_and_bad_properties_are_reported(stack_secrets):
+    with pytest.raises(SchemaError, match="cannot read secret MasterSecretArn: ResourceNotFoundException"):
+        handler(event("Create", stack_secrets, MasterSecretArn="arn:aws:secretsmanager:eu-west-1:1:secret:nope"))
+    with pytest.raises(SchemaError, match="resource property AppSecretArn is required"):
+        handler(event("Create", stack_secrets, AppSecretArn=""))
+    with pytest.raises(SchemaError, match="EmbeddingDimension must be an integer"):
+        handler(event("Create", stack_secrets, EmbeddingDimension="big"))
+
+
+def test_failing_migration_is_reported_with_the_file_name(stack_secrets, tmp_path, monkeypatch):
+    (tmp_path / "0001_broken.sql").write_text("CREATE TABLE x (id int); SELEKT 1;")
+    monkeypatch.setenv("MIGRATIONS_DIR", str(tmp_path))
+    with pytest.raises(SchemaError) as exc_info:
+        handler(event("Create", stack_secrets), FakeContext())
+    message = assert_safe_failure(exc_info, stack_secrets["app_password"])
+    assert "0001_broken.sql failed" in message and "SELEKT" in message
+
+
+def test_handler_module_imports_no_web_framework():
+    import subprocess
+
+    code = (
+        "import sys; import conversations.cfn_handler; "
+        "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'pydantic') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="service"
+    ).stdout.strip()
+    assert out == ""

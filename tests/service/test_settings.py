@@ -1,0 +1,73 @@
+"""Configuration from the environment, validated at start."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from conversations.settings import LOCAL_DEV_TOKEN, Settings, SettingsError
+
+TOKEN = "a-real-token-of-some-length"
+
+
+def test_no_database_means_embedded_with_a_local_token():
+    settings = Settings.from_env({})
+    assert settings.embedded and settings.database_backend == "embedded-postgresql"
+    assert settings.api_token == LOCAL_DEV_TOKEN
+    assert settings.max_body_bytes == 16 * 1024 * 1024 and settings.embedding_dimension == 1536
+
+
+def test_db_variables_as_ecs_injects_them():
+    settings = Settings.from_env(
+        {
+            "DB_HOST": "db.example",
+            "DB_PORT": "5433",
+            "DB_NAME": "ragdb",
+            "DB_USER": "conversations_app",
+            "DB_PASSWORD": "p@ss word'",
+            "API_TOKEN": TOKEN,
+        }
+    )
+    params = conninfo_to_dict(settings.database_url)
+    assert params["host"] == "db.example" and params["port"] == "5433" and params["dbname"] == "ragdb"
+    assert params["password"] == "p@ss word'" and params["sslmode"] == "require"
+    assert not settings.embedded
+
+
+def test_database_url_wins():
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u:p@h/d", "DB_HOST": "ignored", "API_TOKEN": TOKEN})
+    assert settings.database_url == "postgresql://u:p@h/d"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DB_HOST": "h", "API_TOKEN": TOKEN}, "DB_NAME, DB_USER, DB_PASSWORD must be set"),
+        ({"DATABASE_URL": "postgresql://h/d"}, "API_TOKEN must be set"),
+        ({"DATABASE_URL": "postgresql://h/d", "API_TOKEN": "short"}, "at least 16"),
+        ({"DATABASE_URL": "postgresql://h/d", "API_TOKEN": LOCAL_DEV_TOKEN}, "placeholder"),
+        ({"PORT": "http"}, "PORT must be an integer"),
+        ({"EMBEDDING_DIMENSION": "4096"}, "between 1 and 2000"),
+        ({"POOL_MIN_SIZE": "5", "POOL_MAX_SIZE": "2"}, "larger than POOL_MAX_SIZE"),
+        ({"POOL_TIMEOUT_SECONDS": "-1"}, "must be positive"),
+    ],
+)
+def test_bad_configuration_is_refused_with_the_variable_named(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_service_refuses_to_start_on_bad_configuration():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "conversations"],
+        cwd="service",
+        capture_output=True,
+        text=True,
+        env={"DB_HOST": "h", "PATH": ""},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "configuration error: DB_NAME, DB_USER, DB_PASSWORD must be set" in result.stderr

@@ -1,0 +1,104 @@
+"""The store directly: concurrency, pagination under writes, and the search index."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+
+from conversations.models import ConversationCursor, NewMessage
+from conversations.store import FTS_DOCUMENT
+
+
+def test_concurrent_appends_get_distinct_gapless_sequence_numbers(store):
+    store.create_conversation(conversation_id="busy")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(25):
+                store.append_messages("busy", [NewMessage("user", f"w{n}-{i}")])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    conversation = store.get_conversation("busy")
+    assert conversation.message_count == 150
+    assert [m.seq for m in conversation.messages] == list(range(1, 151))
+    # Each writer's own messages keep their order.
+    for n in range(6):
+        mine = [m.content for m in conversation.messages if m.content.startswith(f"w{n}-")]
+        assert mine == [f"w{n}-{i}" for i in range(25)]
+
+
+def test_pagination_under_concurrent_inserts_sees_every_existing_conversation_once(store):
+    existing = {f"old-{i:03d}" for i in range(60)}
+    for cid in sorted(existing):
+        store.create_conversation(conversation_id=cid)
+    stop = threading.Event()
+    created: list[str] = []
+
+    def inserter() -> None:
+        i = 0
+        while not stop.is_set():
+            store.create_conversation(conversation_id=f"new-{i:04d}")
+            created.append(f"new-{i:04d}")
+            i += 1
+
+    thread = threading.Thread(target=inserter)
+    thread.start()
+    try:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = store.list_conversations(limit=7, cursor=cursor)
+            seen += [c.conversation_id for c in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = ConversationCursor.decode(page.next_cursor)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert created, "the inserter never ran concurrently"
+    assert len(seen) == len(set(seen)), "a conversation appeared twice"
+    assert existing <= set(seen), "a conversation that existed before paging began was skipped"
+
+
+def test_user_listing_uses_the_per_user_index(store, clean_db):
+    for i in range(3):
+        store.create_conversation(conversation_id=f"u{i}", user_id="carol")
+    with psycopg.connect(clean_db.admin, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT conversation_id FROM conversations c WHERE c.user_id = 'carol'"
+                " ORDER BY c.updated_at DESC, c.conversation_id DESC LIMIT 20"
+            )
+        )
+    assert "conversations_user_recent_idx" in plan
+
+
+def test_search_query_uses_the_full_text_index(clean_db):
+    with psycopg.connect(clean_db.admin, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                f"EXPLAIN SELECT m.id FROM messages m WHERE {FTS_DOCUMENT} @@ websearch_to_tsquery('simple', 'x')"
+            )
+        )
+    assert "messages_content_fts_idx" in plan
+
+
+def test_store_keeps_explicit_timestamps_for_imports(store):
+    from datetime import UTC, datetime
+
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    store.create_conversation(conversation_id="old", messages=[NewMessage("user", "hi", created_at=when)])
+    assert store.get_conversation("old").messages[0].created_at == when
