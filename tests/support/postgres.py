@@ -105,6 +105,7 @@ def start_embedded_server(base: Path) -> PostgresServer:
         run_as = "pgserver"
         entry = ensure_user_exists(run_as)
         ensure_prefix_permissions(base)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
         for path in (base, pwfile):
