@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""CDK entry point: the only place that reads context and environment."""
+
+from __future__ import annotations
+
+import os
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from stacks import outputs
+from stacks.config import DeploymentConfig, load_config
+from stacks.data import DataStack
+from stacks.network import NetworkStack
+from stacks.service import ServiceStack
+from stacks.util import LambdaRoleDependsOn
+
+
+def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataStack, ServiceStack]:
+    """The three stacks of one profile, wired together, with cdk-nag as a synth gate."""
+    env = cdk.Environment(account=config.account, region=config.region)
+    names = outputs.stack_names(config.profile)
+    tags = {"Application": outputs.APP_NAME, "Profile": config.profile}
+    network = NetworkStack(app, names.network, config=config, env=env, stack_name=names.network, tags=tags,
+                           description="Conversation service: VPC, subnets, flow logs, endpoints")
+    data = DataStack(app, names.data, config=config, vpc=network.vpc, secrets_endpoint=network.secrets_endpoint,
+                     env=env, stack_name=names.data, tags=tags,
+                     description="Conversation service: PostgreSQL 17 with pgvector, secrets, schema (stateful)")
+    service = ServiceStack(app, names.service, config=config, vpc=network.vpc, database=data.database.instance,
+                           app_secret=data.database.app_secret, env=env, stack_name=names.service, tags=tags,
+                           description="Conversation service: ECS Fargate behind an ALB, scaling, alarms")
+    cdk.Aspects.of(app).add(LambdaRoleDependsOn())
+    # Every AwsSolutions finding fails synth unless acknowledged, with a reason, on its construct.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return network, data, service
+
+
+def main() -> None:
+    app = cdk.App()
+    context = {key: app.node.try_get_context(key) for key in _context_keys()}
+    build(app, load_config(context, os.environ))
+    app.synth()
+
+
+def _context_keys() -> list[str]:
+    from stacks.config import CONTEXT_KEYS
+
+    return ["profile", *CONTEXT_KEYS]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""The typed deployment configuration: two profiles in code, context only selects and overrides.
+
+``app.py`` is the only caller of :func:`load_config`; every stack receives the frozen result.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEFAULT_REGION = "eu-west-1"
+_INSTANCE_CLASS_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_CERT_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Fargate's valid (cpu units -> memory MiB) combinations, for the sizes we offer.
+_FARGATE_MEMORY = {
+    256: range(512, 2049, 512),
+    512: range(1024, 4097, 1024),
+    1024: range(2048, 8193, 1024),
+    2048: range(4096, 16385, 1024),
+    4096: range(8192, 30721, 1024),
+}
+
+
+class ConfigError(ValueError):
+    """A context value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    profile: str
+    account: str | None
+    region: str
+    availability_zones: tuple[str, ...]
+    # network
+    max_azs: int
+    nat_gateways: int
+    # database
+    db_instance_class: str
+    db_multi_az: bool
+    db_allocated_storage_gib: int
+    db_max_allocated_storage_gib: int
+    db_backup_retention_days: int
+    db_deletion_protection: bool
+    db_connections_alarm: int
+    # service
+    desired_count: int
+    min_tasks: int
+    max_tasks: int
+    cpu: int
+    memory_mib: int
+    requests_per_target_per_minute: int
+    certificate_arn: str | None
+    allowed_cidrs: tuple[str, ...]
+    alarm_email: str | None
+    embedding_dimension: int
+    log_retention_days: int
+    termination_protection: bool
+
+    @property
+    def is_prod(self) -> bool:
+        return self.profile == "prod"
+
+    @property
+    def performance_insights(self) -> bool:
+        # Performance Insights is not offered on the smallest burstable classes.
+        size = self.db_instance_class.split(".")[-1]
+        return size not in ("micro", "small")
+
+    @property
+    def azs(self) -> tuple[str, ...]:
+        return self.availability_zones[: self.max_azs]
+
+
+_DEV: dict[str, Any] = dict(
+    max_azs=2,
+    nat_gateways=1,
+    db_instance_class="t4g.micro",
+    db_multi_az=False,
+    db_allocated_storage_gib=20,
+    db_max_allocated_storage_gib=100,
+    db_backup_retention_days=7,
+    db_deletion_protection=False,
+    db_connections_alarm=60,
+    desired_count=1,
+    min_tasks=1,
+    max_tasks=3,
+    cpu=256,
+    memory_mib=512,
+    requests_per_target_per_minute=3000,
+    certificate_arn=None,
+    allowed_cidrs=("0.0.0.0/0",),
+    alarm_email=None,
+    embedding_dimension=1536,
+    log_retention_days=30,
+    termination_protection=False,
+)
+
+_PROD: dict[str, Any] = {
+    **_DEV,
+    "max_azs": 3,
+    "nat_gateways": 3,
+    "db_instance_class": "m7g.large",
+    "db_multi_az": True,
+    "db_allocated_storage_gib": 100,
+    "db_max_allocated_storage_gib": 1000,
+    "db_backup_retention_days": 14,
+    "db_deletion_protection": True,
+    "db_connections_alarm": 500,
+    "desired_count": 2,
+    "min_tasks": 2,
+    "max_tasks": 10,
+    "cpu": 1024,
+    "memory_mib": 2048,
+    "log_retention_days": 365,
+    "termination_protection": True,
+}
+
+PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"dev": _DEV, "prod": _PROD}
+
+# context key -> (field, parser)
+CONTEXT_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {}
+
+
+def _key(name: str, field: str) -> Callable[[Callable[[str, Any], Any]], Callable[[str, Any], Any]]:
+    def register(parser: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+        CONTEXT_KEYS[name] = (field, parser)
+        return parser
+
+    return register
+
+
+def _int(key: str, raw: Any, lo: int, hi: int) -> int:
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ConfigError(f"context '{key}' must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"context '{key}' must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in ("true", "1", "yes"):
+        return True
+    if str(raw).lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"context '{key}' must be true or false, got {raw!r}")
+
+
+def _list(raw: Any) -> list[str]:
+    if isinstance(raw, list | tuple):
+        return [str(v).strip() for v in raw if str(v).strip()]
+    return [v.strip() for v in str(raw).split(",") if v.strip()]
+
+
+@_key("dbInstanceClass", "db_instance_class")
+def _instance_class(key: str, raw: Any) -> str:
+    value = str(raw).removeprefix("db.")
+    if not _INSTANCE_CLASS_RE.match(value):
+        raise ConfigError(f"context '{key}' must look like t4g.micro or m7g.large, got {raw!r}")
+    family = value.split(".")[0]
+    if not family.endswith("g") and "g" not in family[2:]:
+        raise ConfigError(f"context '{key}' must be a Graviton class (t4g, m7g, r7g ...), got {raw!r}")
+    return value
+
+
+_key("dbMultiAz", "db_multi_az")(_bool)
+_key("dbDeletionProtection", "db_deletion_protection")(_bool)
+_key("dbAllocatedStorage", "db_allocated_storage_gib")(lambda k, v: _int(k, v, 20, 65536))
+_key("dbMaxAllocatedStorage", "db_max_allocated_storage_gib")(lambda k, v: _int(k, v, 21, 65536))
+_key("dbBackupRetentionDays", "db_backup_retention_days")(lambda k, v: _int(k, v, 1, 35))
+_key("dbConnectionsAlarm", "db_connections_alarm")(lambda k, v: _int(k, v, 1, 100000))
+_key("desiredCount", "desired_count")(lambda k, v: _int(k, v, 1, 100))
+_key("minTasks", "min_tasks")(lambda k, v: _int(k, v, 1, 100))
+_key("maxTasks", "max_tasks")(lambda k, v: _int(k, v, 1, 100))
+_key("cpu", "cpu")(lambda k, v: _int(k, v, 256, 4096))
+_key("memoryMiB", "memory_mib")(lambda k, v: _int(k, v, 512, 30720))
+_key("natGateways", "nat_gateways")(lambda k, v: _int(k, v, 0, 3))
+_key("maxAzs", "max_azs")(lambda k, v: _int(k, v, 2, 3))
+_key("requestsPerTarget", "requests_per_target_per_minute")(lambda k, v: _int(k, v, 10, 1_000_000))
+_key("embeddingDimension", "embedding_dimension")(lambda k, v: _int(k, v, 1, 2000))
+_key("logRetentionDays", "log_retention_days")(lambda k, v: _int(k, v, 1, 3653))
+_key("terminationProtection", "termination_protection")(_bool)
+
+
+@_key("certificateArn", "certificate_arn")
+def _certificate(key: str, raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    if not _CERT_ARN_RE.match(str(raw)):
+        raise ConfigError(f"context '{key}' must be an ACM certificate ARN, got {raw!r}")
+    return str(raw)
+
+
+@_key("allowedCidrs", "allowed_cidrs")
+def _cidrs(key: str, raw: Any) -> tuple[str, ...]:
+    values = _list(raw)
+    if not values:
+        raise ConfigError(f"context '{key}' needs at least one CIDR")
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=True)
+        except ValueError:
+            raise ConfigError(f"context '{key}' has an invalid CIDR {value!r}") from None
+    return tuple(values)
+
+
+@_key("alarmEmail", "alarm_email")
+def _email(key: str, raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    if not _EMAIL_RE.match(str(raw)):
+        raise ConfigError(f"context '{key}' must be an e-mail address, got {raw!r}")
+    return str(raw)
+
+
+@_key("availabilityZones", "availability_zones")
+def _azs(key: str, raw: Any) -> tuple[str, ...]:
+    values = _list(raw)
+    if len(values) < 2:
+        raise ConfigError(f"context '{key}' needs at least two availability zones")
+    return tuple(values)
+
+
+def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> DeploymentConfig:
+    """Build the config from CDK context (``-c key=value`` and ``cdk.json``) and environment."""
+    profile = str(context.get("profile") or "dev")
+    if profile not in PROFILE_DEFAULTS:
+        raise ConfigError(f"context 'profile' must be one of {', '.join(PROFILE_DEFAULTS)}, got {profile!r}")
+    region = env.get("CDK_DEFAULT_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    values: dict[str, Any] = dict(PROFILE_DEFAULTS[profile])
+    # Seeded, so synth never asks EC2 (no credentials needed). Override with real names
+    # where a region's zones differ: -c availabilityZones=us-west-1b,us-west-1c
+    values["availability_zones"] = tuple(f"{region}{suffix}" for suffix in "abc")
+    for key, (field, parse) in CONTEXT_KEYS.items():
+        if context.get(key) not in (None, ""):
+            values[field] = parse(key, context[key])
+    config = DeploymentConfig(profile=profile, account=env.get("CDK_DEFAULT_ACCOUNT") or None, region=region,
+                              **values)
+    return _check(config)
+
+
+def _check(config: DeploymentConfig) -> DeploymentConfig:
+    if config.max_azs > len(config.availability_zones):
+        raise ConfigError(f"maxAzs {config.max_azs} needs that many availabilityZones")
+    if config.nat_gateways > config.max_azs:
+        config = replace(config, nat_gateways=config.max_azs)
+    if config.db_max_allocated_storage_gib <= config.db_allocated_storage_gib:
+        raise ConfigError("dbMaxAllocatedStorage must be larger than dbAllocatedStorage (storage autoscaling)")
+    if not config.min_tasks <= config.desired_count <= config.max_tasks:
+        raise ConfigError(
+            f"tasks must satisfy minTasks <= desiredCount <= maxTasks, got "
+            f"{config.min_tasks} <= {config.desired_count} <= {config.max_tasks}"
+        )
+    if config.cpu not in _FARGATE_MEMORY:
+        raise ConfigError(f"context 'cpu' must be one of {sorted(_FARGATE_MEMORY)}, got {config.cpu}")
+    if config.memory_mib not in _FARGATE_MEMORY[config.cpu]:
+        allowed = _FARGATE_MEMORY[config.cpu]
+        raise ConfigError(
+            f"context 'memoryMiB' {config.memory_mib} is not valid with cpu {config.cpu} "
+            f"(Fargate allows {allowed.start}-{allowed.stop - 1} in steps of {allowed.step})"
+        )
+    if config.nat_gateways == 0:
+        raise ConfigError("natGateways must be at least 1: tasks pull their image and send logs through NAT")
+    return config
+
+
+def describe_keys() -> list[tuple[str, str, Any, Any]]:
+    """(context key, field, dev default, prod default) for every overridable setting: the
+    README's configuration table is checked against this."""
+    names = {f.name for f in fields(DeploymentConfig)}
+    rows = []
+    for key, (field, _) in CONTEXT_KEYS.items():
+        assert field in names
+        rows.append((key, field, _DEV.get(field, "<region>a,b,c"), _PROD.get(field, "<region>a,b,c")))
+    return rows

@@ -1,0 +1,170 @@
+"""DataStack (stateful): RDS for PostgreSQL 17, its secrets, and the schema custom resource."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from . import outputs
+from .config import DeploymentConfig
+from .schema import SchemaMigrations
+from .util import acknowledge, output, retention
+
+MASTER_USER = "raguser"
+DATABASE_NAME = "ragdb"
+APP_USER = "conversations_app"
+POSTGRES_VERSION = rds.PostgresEngineVersion.VER_17_9  # the latest 17.x this aws-cdk-lib knows
+PORT = 5432
+
+
+class Database(Construct):
+    """The PostgreSQL instance, its parameter group and both credentials."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, config: DeploymentConfig) -> None:
+        super().__init__(scope, construct_id)
+        engine = rds.DatabaseInstanceEngine.postgres(version=POSTGRES_VERSION)
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            description="Conversation service: TLS only, slow-query logging",
+            parameters={
+                "rds.force_ssl": "1",
+                "log_min_duration_statement": "500",  # ms: slow queries reach CloudWatch Logs
+                "log_lock_waits": "1",
+                "log_temp_files": "10240",  # kB
+                "idle_in_transaction_session_timeout": "300000",
+            },
+        )
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
+            description="PostgreSQL: ingress only from the service tasks and the schema Lambda",
+        )
+        removal = cdk.RemovalPolicy.SNAPSHOT if config.is_prod else cdk.RemovalPolicy.DESTROY
+        keep = cdk.RemovalPolicy.RETAIN if config.is_prod else cdk.RemovalPolicy.DESTROY
+        self.instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            engine=engine,
+            instance_type=ec2.InstanceType(config.db_instance_class),
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[self.security_group],
+            publicly_accessible=False,
+            port=PORT,
+            credentials=rds.Credentials.from_generated_secret(MASTER_USER),
+            database_name=DATABASE_NAME,
+            parameter_group=parameters,
+            storage_type=rds.StorageType.GP3,
+            allocated_storage=config.db_allocated_storage_gib,
+            max_allocated_storage=config.db_max_allocated_storage_gib,
+            storage_encrypted=True,
+            multi_az=config.db_multi_az,
+            backup_retention=cdk.Duration.days(config.db_backup_retention_days),
+            preferred_backup_window="02:00-03:00",
+            preferred_maintenance_window="sun:03:30-sun:04:30",
+            copy_tags_to_snapshot=True,
+            deletion_protection=config.db_deletion_protection,
+            removal_policy=removal,
+            delete_automated_backups=not config.is_prod,
+            iam_authentication=True,
+            enable_performance_insights=config.performance_insights,
+            cloudwatch_logs_exports=["postgresql", "upgrade"],
+            cloudwatch_logs_retention=retention(config.log_retention_days),
+            auto_minor_version_upgrade=True,
+            ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
+        )
+        assert self.instance.secret is not None
+        self.master_secret: secretsmanager.ISecret = self.instance.secret
+        rotation_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.instance.add_rotation_single_user(
+            automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets
+        )
+        # The service's own login. The schema custom resource creates the role with this
+        # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
+        app_secret = rds.DatabaseSecret(self, "AppSecret", username=APP_USER, master_secret=self.master_secret)
+        app_secret.apply_removal_policy(keep)
+        self.app_secret = app_secret.attach(self.instance)
+        # Multi-user rotation alternates two roles (APP_USER and APP_USER_clone), so tasks
+        # holding the previous password keep working until they re-read the secret.
+        self.instance.add_rotation_multi_user(
+            "AppSecretRotation",
+            secret=self.app_secret,
+            automatically_after=cdk.Duration.days(30),
+            vpc_subnets=rotation_subnets,
+        )
+
+
+class DataStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        vpc: ec2.IVpc,
+        secrets_endpoint: ec2.InterfaceVpcEndpoint,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, termination_protection=config.termination_protection, **kwargs)  # type: ignore[arg-type]
+        self.database = Database(self, "Database", vpc=vpc, config=config)
+        instance = self.database.instance
+
+        self.schema = SchemaMigrations(
+            self,
+            "SchemaMigrations",
+            vpc=vpc,
+            database=instance,
+            secrets_endpoint=secrets_endpoint,
+            master_secret=self.database.master_secret,
+            app_secret=self.database.app_secret,
+            embedding_dimension=config.embedding_dimension,
+            log_retention_days=config.log_retention_days,
+            depends_on=[*(s.internet_connectivity_established for s in vpc.private_subnets)],
+        )
+
+        output(self, outputs.DATABASE_ENDPOINT, instance.db_instance_endpoint_address, "PostgreSQL endpoint")
+        output(self, outputs.DATABASE_PORT, instance.db_instance_endpoint_port, "PostgreSQL port")
+        output(self, outputs.DATABASE_INSTANCE_ID, instance.instance_identifier, "RDS instance identifier")
+        output(self, outputs.MASTER_SECRET_ARN, self.database.master_secret.secret_arn, "Master user secret")
+        output(self, outputs.APP_SECRET_ARN, self.database.app_secret.secret_arn, "Application role secret")
+        output(self, outputs.SCHEMA_VERSION, self.schema.schema_version, "Schema version applied by the migrations")
+
+        if not config.db_multi_az:
+            acknowledge(
+                instance,
+                "RDS3",
+                "Single-AZ only in the dev profile, to fit a small budget; the prod profile is Multi-AZ "
+                "(dbMultiAz=true turns it on for any profile).",
+            )
+        if not config.db_deletion_protection:
+            acknowledge(
+                instance,
+                "RDS10",
+                "Deletion protection is off only in the dev profile so 'make destroy' can remove it; the "
+                "prod profile enables it and snapshots the database on delete.",
+            )
+        # aws-cdk-lib's singleton that sets retention on the RDS log groups it exports to.
+        log_retention = next(c for c in self.node.children if c.node.id.startswith("LogRetention"))
+        acknowledge(
+            log_retention,
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "aws-cdk-lib's LogRetention function (it sets the retention of the RDS log groups) writes only "
+            "its own CloudWatch Logs with this policy.",
+        )
+        acknowledge(
+            log_retention,
+            "IAM5[Resource::*]",
+            "logs:PutRetentionPolicy and logs:DeleteRetentionPolicy on '*': the RDS log group names are only "
+            "known once the instance exists; the function can change retention, never read or delete logs.",
+        )
+        acknowledge(
+            instance,
+            "RDS11",
+            "PostgreSQL keeps its default port 5432, which clients and runbooks expect; the instance is in "
+            "isolated subnets and its security group admits only the service and the schema Lambda, so a "
+            "non-default port would add no protection.",
+        )

@@ -1,0 +1,67 @@
+"""NetworkStack: the VPC, its three subnet tiers, flow logs and the endpoints."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from . import outputs
+from .config import DeploymentConfig
+from .util import output, retention
+
+
+class NetworkStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+
+        flow_logs = logs.LogGroup(
+            self,
+            "FlowLogs",
+            retention=retention(config.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"),
+            availability_zones=list(config.azs),
+            nat_gateways=config.nat_gateways,
+            subnet_configuration=[
+                # The load balancer only.
+                ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
+                # Tasks, the schema Lambda and the rotation Lambdas: outbound through NAT.
+                ec2.SubnetConfiguration(
+                    name="Private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22
+                ),
+                # The database: no route out of the VPC at all.
+                ec2.SubnetConfiguration(name="Database", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
+            ],
+            flow_logs={
+                "All": ec2.FlowLogOptions(
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+                    traffic_type=ec2.FlowLogTrafficType.ALL,
+                )
+            },
+        )
+
+        # Endpoints, chosen for what they remove, weighed against their hourly price:
+        # - S3 gateway endpoint: free, and image layers from ECR are served by S3, so most
+        #   pull traffic skips the NAT gateway's per-GB charge.
+        # - Secrets Manager interface endpoint: the schema Lambda, the rotation Lambdas and
+        #   the ECS agent (injecting the database and API secrets) all read secrets; with the
+        #   endpoint none of them depends on NAT, so a NAT outage cannot stop a deploy, a
+        #   task start or a rotation. One endpoint ENI per AZ costs about $7/month each.
+        # ECR, CloudWatch Logs and STS would need three more interface endpoints per AZ;
+        # they stay on NAT to keep the dev profile cheap.
+        self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3)
+        self.secrets_endpoint = self.vpc.add_interface_endpoint(
+            "SecretsManagerEndpoint",
+            service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            private_dns_enabled=True,
+            open=False,  # callers are admitted by security group (see SchemaMigrations), not by CIDR
+        )
+
+        output(self, outputs.VPC_ID, self.vpc.vpc_id, "VPC of the conversation service")

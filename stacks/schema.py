@@ -1,0 +1,206 @@
+"""SchemaMigrations: the custom resource that applies service/migrations with the one migrator.
+
+The Lambda's code is built from ``service/`` by local bundling (no Docker): the handler and
+the migrator modules, the SQL files, and psycopg with its binary wheel for the Lambda
+platform, fetched by ``pip install --platform`` into a wheel cache under ``.local/`` so a
+second synth needs no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from .util import acknowledge, retention
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_DIR = ROOT / "service"
+MIGRATIONS_DIR = SERVICE_DIR / "migrations"
+WHEEL_CACHE = ROOT / ".local" / "lambda-wheels"
+HANDLER = "conversations.cfn_handler.handler"
+# Only what the handler imports: no web framework, no store, no settings.
+HANDLER_MODULES = ("__init__.py", "cfn_handler.py", "migrate.py")
+LAMBDA_PYTHON = "3.14"
+LAMBDA_PLATFORM = "manylinux2014_x86_64"
+
+
+def psycopg_requirement() -> str:
+    """psycopg's pin from the service's requirements, so the Lambda and the image agree."""
+    for line in (SERVICE_DIR / "requirements.txt").read_text().splitlines():
+        if line.startswith("psycopg[binary]=="):
+            return line.split("#")[0].strip()
+    raise RuntimeError("service/requirements.txt must pin psycopg[binary]")
+
+
+def migrations_hash(directory: Path = MIGRATIONS_DIR) -> str:
+    """Changes exactly when a migration file is added, removed or edited."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.sql")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@jsii.implements(cdk.ILocalBundling)
+class LocalPipBundling:
+    """Builds the Lambda bundle on this machine: copy the handler, pip-install psycopg's
+    Lambda-platform wheel. Returning True tells CDK not to fall back to Docker."""
+
+    def try_bundle(self, output_dir: str, *, image: cdk.DockerImage, **_: object) -> bool:
+        out = Path(output_dir)
+        package = out / "conversations"
+        package.mkdir(parents=True, exist_ok=True)
+        for module in HANDLER_MODULES:
+            shutil.copy2(SERVICE_DIR / "conversations" / module, package / module)
+        shutil.copytree(MIGRATIONS_DIR, out / "migrations", dirs_exist_ok=True)
+        platform = [
+            "--platform", LAMBDA_PLATFORM, "--only-binary=:all:",
+            "--python-version", LAMBDA_PYTHON, "--implementation", "cp",
+        ]
+        requirement = psycopg_requirement()
+        WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+        offline = [*pip, "install", *platform, "--no-index", "--find-links", str(WHEEL_CACHE),
+                   "--target", str(out), requirement]
+        if subprocess.run(offline, capture_output=True, check=False).returncode != 0:  # noqa: S603
+            subprocess.run([*pip, "download", *platform, "--dest", str(WHEEL_CACHE), requirement],  # noqa: S603
+                           check=True)
+            subprocess.run(offline, check=True)  # noqa: S603
+        for cache in out.rglob("__pycache__"):
+            shutil.rmtree(cache)
+        return True
+
+
+class SchemaMigrations(Construct):
+    """Runs the migrations (and creates the application role) as a custom resource.
+
+    Create and Update migrate; Delete leaves the data alone. The resource re-runs exactly
+    when the migrations change (``MigrationsHash``) or the secrets or dimension do.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        database: rds.DatabaseInstance,
+        secrets_endpoint: ec2.InterfaceVpcEndpoint,
+        master_secret: secretsmanager.ISecret,
+        app_secret: secretsmanager.ISecret,
+        embedding_dimension: int,
+        log_retention_days: int,
+        depends_on: list[Construct],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
+            description="Schema migration Lambda: PostgreSQL and HTTPS (Secrets Manager endpoint) only",
+        )
+        self.security_group.connections.allow_to(secrets_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint")
+        self.security_group.connections.allow_to_default_port(database, "PostgreSQL")
+
+        log_group = logs.LogGroup(
+            self, "Logs", retention=retention(log_retention_days), removal_policy=cdk.RemovalPolicy.DESTROY
+        )
+        self.function = lambda_.Function(
+            self,
+            "Handler",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            architecture=lambda_.Architecture.X86_64,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(
+                str(SERVICE_DIR),
+                bundling=cdk.BundlingOptions(
+                    # Never used: local bundling always succeeds or raises.
+                    image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
+                    local=LocalPipBundling(),
+                ),
+                exclude=["**/__pycache__", "Dockerfile", ".dockerignore"],
+            ),
+            description="Applies the conversation service's SQL migrations (CloudFormation custom resource)",
+            # Well under the custom resource's own limit below, so a slow database ends in
+            # a reported failure, never a stack waiting for an hour.
+            timeout=cdk.Duration.minutes(5),
+            memory_size=256,
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[self.security_group],
+            log_group=log_group,
+            environment={"PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        master_secret.grant_read(self.function)
+        app_secret.grant_read(self.function)
+
+        provider_logs = logs.LogGroup(
+            self, "ProviderLogs", retention=retention(log_retention_days), removal_policy=cdk.RemovalPolicy.DESTROY
+        )
+        # The provider framework Lambda stays outside the VPC: it only invokes the handler
+        # and answers CloudFormation's pre-signed S3 URL.
+        provider = cr.Provider(self, "Provider", on_event_handler=self.function, log_group=provider_logs)
+        self.resource = cdk.CustomResource(
+            self,
+            "Resource",
+            service_token=provider.service_token,
+            resource_type="Custom::ConversationSchema",
+            service_timeout=cdk.Duration.minutes(10),
+            properties={
+                "MasterSecretArn": master_secret.secret_arn,
+                "AppSecretArn": app_secret.secret_arn,
+                "EmbeddingDimension": str(embedding_dimension),
+                "SslMode": "require",
+                "MigrationsHash": migrations_hash(),
+            },
+            removal_policy=cdk.RemovalPolicy.DESTROY,  # Delete is a no-op on the data
+        )
+        # Everything the handler needs to reach the database exists before it runs and is
+        # removed only after it: the instance, its ingress rule, the endpoint, the routes.
+        self.resource.node.add_dependency(
+            database.node.default_child, *database.connections.security_groups, self.security_group,
+            secrets_endpoint, *depends_on,
+        )
+        self.schema_version = self.resource.get_att_string("SchemaVersion")
+
+        basic_execution = "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]"
+        acknowledge(
+            provider,
+            basic_execution,
+            "The provider framework's role uses AWSLambdaBasicExecutionRole, which only allows writing "
+            "its own CloudWatch Logs; it is created and scoped by aws-cdk-lib's custom_resources.Provider.",
+        )
+        acknowledge(
+            provider,
+            "IAM5[Resource::<SchemaMigrationsHandler43587043.Arn>:*]",
+            "The provider framework may invoke the handler function and its versions (arn:...:function:"
+            "name:*); the wildcard is the version qualifier of that single function, not other functions.",
+        )
+        acknowledge(
+            provider,
+            "L1",
+            "The provider framework Lambda's runtime is chosen by aws-cdk-lib (custom_resources.Provider) "
+            "and moves with aws-cdk-lib upgrades; it is not configurable here.",
+        )
+        acknowledge(
+            self.function,
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+            "AWSLambdaVPCAccessExecutionRole is AWS's minimal policy for a VPC Lambda: create and delete "
+            "its own network interfaces; no data access.",
+        )
+        acknowledge(
+            self.function,
+            basic_execution,
+            "AWSLambdaBasicExecutionRole only lets the handler write its own CloudWatch Logs; the data it "
+            "reads is granted separately on the two named secrets.",
+        )

@@ -1,0 +1,370 @@
+"""ServiceStack: the ECS cluster, the Fargate service behind an ALB, scaling, alarms, dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from . import outputs
+from .config import DeploymentConfig
+from .util import acknowledge, output, retention
+
+SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
+CONTAINER_PORT = 8080
+LIVENESS_PATH = "/health/live"
+
+
+class ConversationService(Construct):
+    """The Fargate service, its task, its load balancer and its scaling."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        vpc: ec2.IVpc,
+        database: rds.DatabaseInstance,
+        app_secret: secretsmanager.ISecret,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.cluster = ecs.Cluster(
+            self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
+        )
+        self.api_token = secretsmanager.Secret(
+            self,
+            "ApiToken",
+            description="Bearer token for the conversation service API",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=48, exclude_punctuation=True
+            ),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=retention(config.log_retention_days), removal_policy=cdk.RemovalPolicy.DESTROY
+        )
+        task = ecs.FargateTaskDefinition(
+            self,
+            "Task",
+            cpu=config.cpu,
+            memory_limit_mib=config.memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        task.add_container(
+            "Api",
+            image=ecs.ContainerImage.from_asset(
+                str(SERVICE_DIR), platform=ecr_assets.Platform.LINUX_AMD64, exclude=["**/__pycache__"]
+            ),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=self.log_group),
+            port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
+            environment={
+                # Configuration only; every credential arrives below as a secret.
+                "PORT": str(CONTAINER_PORT),
+                "EMBEDDING_DIMENSION": str(config.embedding_dimension),
+                "DB_SSLMODE": "require",
+                "POOL_MAX_SIZE": "10",
+                "LOG_LEVEL": "INFO",
+            },
+            secrets={
+                "DB_HOST": ecs.Secret.from_secrets_manager(app_secret, "host"),
+                "DB_PORT": ecs.Secret.from_secrets_manager(app_secret, "port"),
+                "DB_NAME": ecs.Secret.from_secrets_manager(app_secret, "dbname"),
+                "DB_USER": ecs.Secret.from_secrets_manager(app_secret, "username"),
+                "DB_PASSWORD": ecs.Secret.from_secrets_manager(app_secret, "password"),
+                "API_TOKEN": ecs.Secret.from_secrets_manager(self.api_token),
+            },
+            health_check=ecs.HealthCheck(
+                command=[
+                    "CMD",
+                    "python",
+                    "-c",
+                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}"
+                    f"{LIVENESS_PATH}', timeout=2)",
+                ],
+                interval=cdk.Duration.seconds(15),
+                timeout=cdk.Duration.seconds(5),
+                retries=3,
+                start_period=cdk.Duration.seconds(30),
+            ),
+            readonly_root_filesystem=True,
+            user="10001",
+            stop_timeout=cdk.Duration.seconds(30),
+        )
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, description="Conversation service tasks", allow_all_outbound=False,
+        )
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "ECR, CloudWatch Logs and Secrets Manager over HTTPS"
+        )
+        # Called from this side so the ingress rule lives in this stack: the stateful stack
+        # never references (or waits for) the service.
+        self.security_group.connections.allow_to_default_port(database, "Conversation service tasks")
+
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            cluster=self.cluster,
+            task_definition=task,
+            desired_count=config.desired_count,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[self.security_group],
+            assign_public_ip=False,
+            # Never below the desired count during a deploy; a failing deploy rolls back.
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            health_check_grace_period=cdk.Duration.seconds(60),
+            enable_execute_command=False,
+        )
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,  # the only encryption ALB log delivery supports
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            versioned=False,
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(config.log_retention_days))],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        alb_sg = ec2.SecurityGroup(
+            self, "LoadBalancerSecurityGroup", vpc=vpc, allow_all_outbound=False,
+            description="Conversation service load balancer",
+        )
+        listener_port = 443 if config.certificate_arn else 80
+        for cidr in config.allowed_cidrs:
+            peer = ec2.Peer.ipv6(cidr) if ":" in cidr else ec2.Peer.ipv4(cidr)
+            alb_sg.add_ingress_rule(peer, ec2.Port.tcp(listener_port), "API clients")
+            if config.certificate_arn:
+                alb_sg.add_ingress_rule(peer, ec2.Port.tcp(80), "Redirect to HTTPS")
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            internet_facing=True,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            security_group=alb_sg,
+            drop_invalid_header_fields=True,
+            idle_timeout=cdk.Duration.seconds(60),
+        )
+        self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
+        self.load_balancer.connections.allow_to(self.security_group, ec2.Port.tcp(CONTAINER_PORT), "ALB to tasks")
+
+        self.target_group = elbv2.ApplicationTargetGroup(
+            self,
+            "Targets",
+            vpc=vpc,
+            port=CONTAINER_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            target_type=elbv2.TargetType.IP,
+            targets=[self.service],
+            deregistration_delay=cdk.Duration.seconds(30),
+            health_check=elbv2.HealthCheck(
+                # Liveness, not readiness: a database failover must not make ECS replace every task.
+                path=LIVENESS_PATH,
+                healthy_http_codes="200",
+                interval=cdk.Duration.seconds(15),
+                timeout=cdk.Duration.seconds(5),
+                healthy_threshold_count=2,
+                unhealthy_threshold_count=3,
+            ),
+        )
+        if config.certificate_arn:
+            certificate = acm.Certificate.from_certificate_arn(self, "Certificate", config.certificate_arn)
+            self.load_balancer.add_listener(
+                "Https",
+                port=443,
+                protocol=elbv2.ApplicationProtocol.HTTPS,
+                certificates=[elbv2.ListenerCertificate.from_certificate_manager(certificate)],
+                ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
+                default_target_groups=[self.target_group],
+                open=False,
+            )
+            self.load_balancer.add_redirect(source_port=80, target_port=443)
+            self.url = f"https://{self.load_balancer.load_balancer_dns_name}"
+        else:
+            self.load_balancer.add_listener(
+                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP,
+                default_target_groups=[self.target_group], open=False,
+            )
+            self.url = f"http://{self.load_balancer.load_balancer_dns_name}"
+
+        scaling = self.service.auto_scale_task_count(min_capacity=config.min_tasks, max_capacity=config.max_tasks)
+        scaling.scale_on_cpu_utilization(
+            "Cpu", target_utilization_percent=65,
+            scale_in_cooldown=cdk.Duration.minutes(5), scale_out_cooldown=cdk.Duration.minutes(1),
+        )
+        scaling.scale_on_request_count(
+            "Requests",
+            requests_per_target=config.requests_per_target_per_minute,
+            target_group=self.target_group,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
+        )
+
+        acknowledge(
+            task,
+            "ECS2",
+            "The container's plain environment holds configuration only (port, embedding dimension, "
+            "pool size, TLS mode, log level); the database credentials and the API token are injected "
+            "from Secrets Manager as ECS secrets.",
+        )
+        acknowledge(
+            self.api_token,
+            "SMG4",
+            "The API token is a shared bearer credential for the callers of this service: rotating it "
+            "on a schedule would lock out every client at once. Operators rotate it deliberately "
+            "(put a new value, then force a new ECS deployment), as the README describes.",
+        )
+        acknowledge(
+            self.access_logs,
+            "S1",
+            "This bucket receives the load balancer's access logs; logging access to the log bucket "
+            "itself would need a further bucket with the same finding. It blocks public access, "
+            "enforces TLS and expires objects.",
+        )
+        if "0.0.0.0/0" in config.allowed_cidrs or "::/0" in config.allowed_cidrs:
+            acknowledge(
+                alb_sg,
+                "EC23",
+                "The API is a public HTTP endpoint guarded by a bearer token; the allowedCidrs context key "
+                "narrows the load balancer's ingress to known networks when callers are not on the internet.",
+            )
+        assert task.execution_role is not None
+        acknowledge(
+            task.execution_role,
+            "IAM5[Resource::*]",
+            "The execution role's wildcards are those ECS needs to pull the image (ecr:GetAuthorizationToken "
+            "has no resource-level permissions) and are generated by aws-cdk-lib; data access is granted "
+            "on named secrets only.",
+        )
+
+
+class Monitoring(Construct):
+    """Alarms to an SNS topic, and a dashboard."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        service: ConversationService,
+        database: rds.DatabaseInstance,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        key = kms.Key(
+            self, "TopicKey", enable_key_rotation=True, description="Encrypts the alarm topic",
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        # CloudWatch alarms publish to an encrypted topic only if they may use its key.
+        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True)
+        if config.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        action = cw_actions.SnsAction(self.topic)
+
+        alb = service.load_balancer.metrics
+        tg = service.target_group.metrics
+        five_min = cdk.Duration.minutes(5)
+        error_rate = cloudwatch.MathExpression(
+            expression="100 * IF(requests > 0, errors / requests, 0)",
+            using_metrics={
+                "errors": tg.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=five_min),
+                "requests": tg.request_count(period=five_min),
+            },
+            label="5xx rate (%)",
+            period=five_min,
+        )
+        p99 = tg.target_response_time(period=five_min, statistic="p99")
+        unhealthy = tg.unhealthy_host_count(period=cdk.Duration.minutes(1), statistic="Maximum")
+        db_cpu = database.metric_cpu_utilization(period=five_min)
+        free_storage = database.metric_free_storage_space(period=five_min, statistic="Minimum")
+        connections = database.metric_database_connections(period=five_min, statistic="Maximum")
+
+        def alarm(name: str, metric: cloudwatch.IMetric, threshold: float, description: str,
+                  comparison: cloudwatch.ComparisonOperator, periods: int = 2) -> cloudwatch.Alarm:
+            created = metric.create_alarm(
+                self, name, threshold=threshold, evaluation_periods=periods, datapoints_to_alarm=periods,
+                comparison_operator=comparison, alarm_description=description,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            created.add_alarm_action(action)
+            created.add_ok_action(action)
+            return created
+
+        above = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+        self.alarms = [
+            alarm("ServerErrorRate", error_rate, 1, "More than 1% of requests answered 5xx", above),
+            alarm("LatencyP99", p99, 1.0, "p99 target response time above 1 s", above),
+            alarm("UnhealthyHosts", unhealthy, 0, "A target failed the /health/live check", above),
+            alarm("DatabaseCpu", db_cpu, 80, "RDS CPU above 80%", above, periods=3),
+            alarm("DatabaseFreeStorage", free_storage, 2 * 1024**3, "RDS free storage below 2 GiB",
+                  cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD),
+            alarm("DatabaseConnections", connections, config.db_connections_alarm,
+                  f"More than {config.db_connections_alarm} database connections", above),
+        ]
+
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", default_interval=cdk.Duration.hours(3))
+        self.dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3),
+            cloudwatch.GraphWidget(title="Requests", left=[alb.request_count(period=cdk.Duration.minutes(1))],
+                                   right=[error_rate], width=12),
+            cloudwatch.GraphWidget(title="Latency (s)", left=[
+                tg.target_response_time(statistic="p50"), tg.target_response_time(statistic="p99")], width=12),
+            cloudwatch.GraphWidget(title="Tasks: CPU and memory (%)", left=[
+                service.service.metric_cpu_utilization(), service.service.metric_memory_utilization()], width=12),
+            cloudwatch.GraphWidget(title="Targets", left=[tg.healthy_host_count(), unhealthy], width=12),
+            cloudwatch.GraphWidget(title="Database CPU (%) and connections", left=[db_cpu], right=[connections],
+                                   width=12),
+            cloudwatch.GraphWidget(title="Database free storage (bytes)", left=[free_storage], width=12),
+        )
+
+
+class ServiceStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        vpc: ec2.IVpc,
+        database: rds.DatabaseInstance,
+        app_secret: secretsmanager.ISecret,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        api = ConversationService(self, "Api", config=config, vpc=vpc, database=database, app_secret=app_secret)
+        monitoring = Monitoring(self, "Monitoring", config=config, service=api, database=database)
+
+        output(self, outputs.SERVICE_URL, api.url, "Base URL of the conversation service")
+        output(self, outputs.LOAD_BALANCER_ARN, api.load_balancer.load_balancer_arn, "Load balancer")
+        output(self, outputs.TARGET_GROUP_ARN, api.target_group.target_group_arn, "Target group of the tasks")
+        output(self, outputs.CLUSTER_NAME, api.cluster.cluster_name, "ECS cluster")
+        output(self, outputs.SERVICE_NAME, api.service.service_name, "ECS service")
+        output(self, outputs.LOG_GROUP_NAME, api.log_group.log_group_name, "Service log group")
+        output(self, outputs.API_TOKEN_SECRET_ARN, api.api_token.secret_arn, "Secret holding the API token")
+        output(self, outputs.DASHBOARD_NAME, monitoring.dashboard.dashboard_name, "CloudWatch dashboard")
+        output(self, outputs.ALARM_TOPIC_ARN, monitoring.topic.topic_arn, "SNS topic of the alarms")
+        output(self, outputs.PROFILE, config.profile, "Deployment profile")
