@@ -1,15 +1,20 @@
-# The two set-up commands are `make up` and `make test`; everything installs itself.
+# The two set-up commands are `make up` and `make test`; every target installs what it needs.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt service/requirements.txt | sha1sum | cut -c1-12)
+NODE_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
+CDK := node_modules/.bin/cdk
 PORT ?= 8080
-# jsii compares the value with the Node major version, so it names the version it silences.
+PROFILE ?= dev
+CDK_ARGS := -c profile=$(PROFILE) --no-notices
+# jsii compares this with the Node major version; 20 works but is past its end of life.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up test lint
+.PHONY: help up test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,13 +25,39 @@ $(STAMP): requirements.txt requirements-dev.txt service/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 up: $(STAMP) ## run the service on the embedded PostgreSQL at http://127.0.0.1:$(PORT) (Ctrl-C stops)
 	PORT=$(PORT) $(PY) scripts/run_local.py
 
-test: $(STAMP) lint ## lint, then run every test
+test: $(STAMP) $(NODE_STAMP) lint ## lint, then every test (service, stacks, cfn-lint, cdk-nag, snapshots)
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy service/conversations scripts
+	$(PY) -m mypy service/conversations scripts stacks app.py
+
+synth: $(STAMP) $(NODE_STAMP) ## write the three templates of PROFILE (dev) to cdk.out, with cdk-nag as a gate
+	$(CDK) synth --quiet $(CDK_ARGS)
+	@ls -1 cdk.out/*.template.json
+
+cfn-lint: synth ## cfn-lint on the templates in cdk.out
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+
+diff: $(STAMP) $(NODE_STAMP) ## what a deploy of PROFILE would change (needs AWS credentials)
+	$(CDK) diff --all $(CDK_ARGS)
+
+deploy: $(STAMP) $(NODE_STAMP) ## deploy the three stacks of PROFILE (needs AWS credentials and Docker for the image)
+	$(CDK) deploy --all $(CDK_ARGS) --require-approval broadening --outputs-file cdk-outputs-$(PROFILE).json
+
+destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database is protected and snapshotted)
+	$(CDK) destroy --all $(CDK_ARGS)
+
+snapshot-update: $(STAMP) ## accept the current templates as the new snapshots (review the diff first)
+	SNAPSHOT_UPDATE=1 $(PY) -m pytest tests/infra/test_snapshots.py -q
+
+clean: ## remove build output (keeps .venv and the local database)
+	rm -rf cdk.out .pytest_cache .ruff_cache .mypy_cache

@@ -21,14 +21,38 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
     env = cdk.Environment(account=config.account, region=config.region)
     names = outputs.stack_names(config.profile)
     tags = {"Application": outputs.APP_NAME, "Profile": config.profile}
-    network = NetworkStack(app, names.network, config=config, env=env, stack_name=names.network, tags=tags,
-                           description="Conversation service: VPC, subnets, flow logs, endpoints")
-    data = DataStack(app, names.data, config=config, vpc=network.vpc, secrets_endpoint=network.secrets_endpoint,
-                     env=env, stack_name=names.data, tags=tags,
-                     description="Conversation service: PostgreSQL 17 with pgvector, secrets, schema (stateful)")
-    service = ServiceStack(app, names.service, config=config, vpc=network.vpc, database=data.database.instance,
-                           app_secret=data.database.app_secret, env=env, stack_name=names.service, tags=tags,
-                           description="Conversation service: ECS Fargate behind an ALB, scaling, alarms")
+    network = NetworkStack(
+        app,
+        names.network,
+        config=config,
+        env=env,
+        stack_name=names.network,
+        tags=tags,
+        description="Conversation service: VPC, subnets, flow logs, endpoints",
+    )
+    data = DataStack(
+        app,
+        names.data,
+        config=config,
+        vpc=network.vpc,
+        secrets_endpoint=network.secrets_endpoint,
+        env=env,
+        stack_name=names.data,
+        tags=tags,
+        description="Conversation service: PostgreSQL 17 with pgvector, secrets, schema (stateful)",
+    )
+    service = ServiceStack(
+        app,
+        names.service,
+        config=config,
+        vpc=network.vpc,
+        database=data.database.instance,
+        app_secret=data.database.app_secret,
+        env=env,
+        stack_name=names.service,
+        tags=tags,
+        description="Conversation service: ECS Fargate behind an ALB, scaling, alarms",
+    )
     cdk.Aspects.of(app).add(LambdaRoleDependsOn())
     # Every AwsSolutions finding fails synth unless acknowledged, with a reason, on its construct.
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -241,8 +241,7 @@ def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> Deploymen
     for key, (field, parse) in CONTEXT_KEYS.items():
         if context.get(key) not in (None, ""):
             values[field] = parse(key, context[key])
-    config = DeploymentConfig(profile=profile, account=env.get("CDK_DEFAULT_ACCOUNT") or None, region=region,
-                              **values)
+    config = DeploymentConfig(profile=profile, account=env.get("CDK_DEFAULT_ACCOUNT") or None, region=region, **values)
     return _check(config)
 
 

@@ -40,7 +40,10 @@ class Database(Construct):
             },
         )
         self.security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            allow_all_outbound=False,
             description="PostgreSQL: ingress only from the service tasks and the schema Lambda",
         )
         removal = cdk.RemovalPolicy.SNAPSHOT if config.is_prod else cdk.RemovalPolicy.DESTROY
@@ -79,10 +82,12 @@ class Database(Construct):
         )
         assert self.instance.secret is not None
         self.master_secret: secretsmanager.ISecret = self.instance.secret
+        # instance.secret is the attachment; the generated secret itself is the child "Secret".
+        master_cfn = self.instance.node.find_child("Secret").node.default_child
+        assert isinstance(master_cfn, cdk.CfnResource)
+        master_cfn.apply_removal_policy(keep)
         rotation_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        self.instance.add_rotation_single_user(
-            automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets
-        )
+        self.instance.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets)
         # The service's own login. The schema custom resource creates the role with this
         # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
         app_secret = rds.DatabaseSecret(self, "AppSecret", username=APP_USER, master_secret=self.master_secret)
@@ -123,7 +128,7 @@ class DataStack(cdk.Stack):
             app_secret=self.database.app_secret,
             embedding_dimension=config.embedding_dimension,
             log_retention_days=config.log_retention_days,
-            depends_on=[*(s.internet_connectivity_established for s in vpc.private_subnets)],
+            depends_on=[s.internet_connectivity_established for s in vpc.private_subnets],
         )
 
         output(self, outputs.DATABASE_ENDPOINT, instance.db_instance_endpoint_address, "PostgreSQL endpoint")

@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -22,7 +23,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import custom_resources as cr
-from constructs import Construct
+from constructs import Construct, IDependable
 
 from .util import acknowledge, retention
 
@@ -66,17 +67,31 @@ class LocalPipBundling:
             shutil.copy2(SERVICE_DIR / "conversations" / module, package / module)
         shutil.copytree(MIGRATIONS_DIR, out / "migrations", dirs_exist_ok=True)
         platform = [
-            "--platform", LAMBDA_PLATFORM, "--only-binary=:all:",
-            "--python-version", LAMBDA_PYTHON, "--implementation", "cp",
+            "--platform",
+            LAMBDA_PLATFORM,
+            "--only-binary=:all:",
+            "--python-version",
+            LAMBDA_PYTHON,
+            "--implementation",
+            "cp",
         ]
         requirement = psycopg_requirement()
         WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-        offline = [*pip, "install", *platform, "--no-index", "--find-links", str(WHEEL_CACHE),
-                   "--target", str(out), requirement]
+        offline = [
+            *pip,
+            "install",
+            *platform,
+            "--no-index",
+            "--find-links",
+            str(WHEEL_CACHE),
+            "--target",
+            str(out),
+            requirement,
+        ]
         if subprocess.run(offline, capture_output=True, check=False).returncode != 0:  # noqa: S603
-            subprocess.run([*pip, "download", *platform, "--dest", str(WHEEL_CACHE), requirement],  # noqa: S603
-                           check=True)
+            download = [*pip, "download", *platform, "--dest", str(WHEEL_CACHE), requirement]
+            subprocess.run(download, check=True)  # noqa: S603
             subprocess.run(offline, check=True)  # noqa: S603
         for cache in out.rglob("__pycache__"):
             shutil.rmtree(cache)
@@ -102,11 +117,14 @@ class SchemaMigrations(Construct):
         app_secret: secretsmanager.ISecret,
         embedding_dimension: int,
         log_retention_days: int,
-        depends_on: list[Construct],
+        depends_on: Sequence[IDependable],
     ) -> None:
         super().__init__(scope, construct_id)
         self.security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            allow_all_outbound=False,
             description="Schema migration Lambda: PostgreSQL and HTTPS (Secrets Manager endpoint) only",
         )
         self.security_group.connections.allow_to(secrets_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint")
@@ -168,8 +186,11 @@ class SchemaMigrations(Construct):
         # Everything the handler needs to reach the database exists before it runs and is
         # removed only after it: the instance, its ingress rule, the endpoint, the routes.
         self.resource.node.add_dependency(
-            database.node.default_child, *database.connections.security_groups, self.security_group,
-            secrets_endpoint, *depends_on,
+            database.node.default_child,
+            *database.connections.security_groups,
+            self.security_group,
+            secrets_endpoint,
+            *depends_on,
         )
         self.schema_version = self.resource.get_att_string("SchemaVersion")
 
@@ -185,12 +206,6 @@ class SchemaMigrations(Construct):
             "IAM5[Resource::<SchemaMigrationsHandler43587043.Arn>:*]",
             "The provider framework may invoke the handler function and its versions (arn:...:function:"
             "name:*); the wildcard is the version qualifier of that single function, not other functions.",
-        )
-        acknowledge(
-            provider,
-            "L1",
-            "The provider framework Lambda's runtime is chosen by aws-cdk-lib (custom_resources.Provider) "
-            "and moves with aws-cdk-lib upgrades; it is not configurable here.",
         )
         acknowledge(
             self.function,

@@ -45,16 +45,12 @@ class ConversationService(Construct):
         app_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.cluster = ecs.Cluster(
-            self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
-        )
+        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
         self.api_token = secretsmanager.Secret(
             self,
             "ApiToken",
             description="Bearer token for the conversation service API",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=48, exclude_punctuation=True
-            ),
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=48, exclude_punctuation=True),
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         self.log_group = logs.LogGroup(
@@ -111,7 +107,11 @@ class ConversationService(Construct):
             stop_timeout=cdk.Duration.seconds(30),
         )
         self.security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=vpc, description="Conversation service tasks", allow_all_outbound=False,
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            description="Conversation service tasks",
+            allow_all_outbound=False,
         )
         self.security_group.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "ECR, CloudWatch Logs and Secrets Manager over HTTPS"
@@ -149,7 +149,10 @@ class ConversationService(Construct):
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         alb_sg = ec2.SecurityGroup(
-            self, "LoadBalancerSecurityGroup", vpc=vpc, allow_all_outbound=False,
+            self,
+            "LoadBalancerSecurityGroup",
+            vpc=vpc,
+            allow_all_outbound=False,
             description="Conversation service load balancer",
         )
         listener_port = 443 if config.certificate_arn else 80
@@ -201,19 +204,31 @@ class ConversationService(Construct):
                 default_target_groups=[self.target_group],
                 open=False,
             )
-            self.load_balancer.add_redirect(source_port=80, target_port=443)
+            # add_redirect() would open port 80 to the world; this keeps it to allowedCidrs.
+            self.load_balancer.add_listener(
+                "HttpRedirect",
+                port=80,
+                protocol=elbv2.ApplicationProtocol.HTTP,
+                open=False,
+                default_action=elbv2.ListenerAction.redirect(protocol="HTTPS", port="443", permanent=True),
+            )
             self.url = f"https://{self.load_balancer.load_balancer_dns_name}"
         else:
             self.load_balancer.add_listener(
-                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP,
-                default_target_groups=[self.target_group], open=False,
+                "Http",
+                port=80,
+                protocol=elbv2.ApplicationProtocol.HTTP,
+                default_target_groups=[self.target_group],
+                open=False,
             )
             self.url = f"http://{self.load_balancer.load_balancer_dns_name}"
 
         scaling = self.service.auto_scale_task_count(min_capacity=config.min_tasks, max_capacity=config.max_tasks)
         scaling.scale_on_cpu_utilization(
-            "Cpu", target_utilization_percent=65,
-            scale_in_cooldown=cdk.Duration.minutes(5), scale_out_cooldown=cdk.Duration.minutes(1),
+            "Cpu",
+            target_utilization_percent=65,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
         )
         scaling.scale_on_request_count(
             "Requests",
@@ -275,7 +290,10 @@ class Monitoring(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         key = kms.Key(
-            self, "TopicKey", enable_key_rotation=True, description="Encrypts the alarm topic",
+            self,
+            "TopicKey",
+            enable_key_rotation=True,
+            description="Encrypts the alarm topic",
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         # CloudWatch alarms publish to an encrypted topic only if they may use its key.
@@ -303,11 +321,23 @@ class Monitoring(Construct):
         free_storage = database.metric_free_storage_space(period=five_min, statistic="Minimum")
         connections = database.metric_database_connections(period=five_min, statistic="Maximum")
 
-        def alarm(name: str, metric: cloudwatch.IMetric, threshold: float, description: str,
-                  comparison: cloudwatch.ComparisonOperator, periods: int = 2) -> cloudwatch.Alarm:
-            created = metric.create_alarm(
-                self, name, threshold=threshold, evaluation_periods=periods, datapoints_to_alarm=periods,
-                comparison_operator=comparison, alarm_description=description,
+        def alarm(
+            name: str,
+            metric: cloudwatch.IMetric,
+            threshold: float,
+            description: str,
+            comparison: cloudwatch.ComparisonOperator,
+            periods: int = 2,
+        ) -> cloudwatch.Alarm:
+            created = cloudwatch.Alarm(
+                self,
+                name,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=periods,
+                datapoints_to_alarm=periods,
+                comparison_operator=comparison,
+                alarm_description=description,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
             created.add_alarm_action(action)
@@ -320,24 +350,42 @@ class Monitoring(Construct):
             alarm("LatencyP99", p99, 1.0, "p99 target response time above 1 s", above),
             alarm("UnhealthyHosts", unhealthy, 0, "A target failed the /health/live check", above),
             alarm("DatabaseCpu", db_cpu, 80, "RDS CPU above 80%", above, periods=3),
-            alarm("DatabaseFreeStorage", free_storage, 2 * 1024**3, "RDS free storage below 2 GiB",
-                  cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD),
-            alarm("DatabaseConnections", connections, config.db_connections_alarm,
-                  f"More than {config.db_connections_alarm} database connections", above),
+            alarm(
+                "DatabaseFreeStorage",
+                free_storage,
+                2 * 1024**3,
+                "RDS free storage below 2 GiB",
+                cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            ),
+            alarm(
+                "DatabaseConnections",
+                connections,
+                config.db_connections_alarm,
+                f"More than {config.db_connections_alarm} database connections",
+                above,
+            ),
         ]
 
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", default_interval=cdk.Duration.hours(3))
         self.dashboard.add_widgets(
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3),
-            cloudwatch.GraphWidget(title="Requests", left=[alb.request_count(period=cdk.Duration.minutes(1))],
-                                   right=[error_rate], width=12),
-            cloudwatch.GraphWidget(title="Latency (s)", left=[
-                tg.target_response_time(statistic="p50"), tg.target_response_time(statistic="p99")], width=12),
-            cloudwatch.GraphWidget(title="Tasks: CPU and memory (%)", left=[
-                service.service.metric_cpu_utilization(), service.service.metric_memory_utilization()], width=12),
+            cloudwatch.GraphWidget(
+                title="Requests", left=[alb.request_count(period=cdk.Duration.minutes(1))], right=[error_rate], width=12
+            ),
+            cloudwatch.GraphWidget(
+                title="Latency (s)",
+                left=[tg.target_response_time(statistic="p50"), tg.target_response_time(statistic="p99")],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Tasks: CPU and memory (%)",
+                left=[service.service.metric_cpu_utilization(), service.service.metric_memory_utilization()],
+                width=12,
+            ),
             cloudwatch.GraphWidget(title="Targets", left=[tg.healthy_host_count(), unhealthy], width=12),
-            cloudwatch.GraphWidget(title="Database CPU (%) and connections", left=[db_cpu], right=[connections],
-                                   width=12),
+            cloudwatch.GraphWidget(
+                title="Database CPU (%) and connections", left=[db_cpu], right=[connections], width=12
+            ),
             cloudwatch.GraphWidget(title="Database free storage (bytes)", left=[free_storage], width=12),
         )
 

@@ -1,0 +1,75 @@
+"""Synthesize the app once per profile per session, as `cdk synth` would (cdk.json's context,
+a fake account, seeded availability zones: no credentials, no network lookups)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Template
+
+from app import build
+from stacks.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/12345678-1234-1234-1234-123456789012"
+
+
+@dataclass
+class Synth:
+    outdir: Path
+    network: Template
+    data: Template
+    service: Template
+    raw: dict[str, dict[str, Any]]
+
+    def templates(self) -> dict[str, Template]:
+        return {"Network": self.network, "Data": self.data, "Service": self.service}
+
+
+def synthesize(profile: str, **context: Any) -> Synth:
+    # What the CLI adds to the context: resource path metadata, which also tells cfn-lint
+    # the template comes from CDK.
+    base = {
+        **json.loads((ROOT / "cdk.json").read_text())["context"],
+        "aws:cdk:enable-path-metadata": True,
+        "aws:cdk:enable-asset-metadata": True,
+    }
+    outdir = Path(tempfile.mkdtemp(prefix=f"cdk-{profile}-"))
+    app = cdk.App(context={**base, "profile": profile, **context}, outdir=str(outdir))
+    config = load_config(
+        {**base, "profile": profile, **context}, {"CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION}
+    )
+    network, data, service = build(app, config)
+    assembly = app.synth()
+    raw = {s.stack_name: s.template for s in assembly.stacks}
+    return Synth(
+        outdir,
+        Template.from_json(raw[network.stack_name]),
+        Template.from_json(raw[data.stack_name]),
+        Template.from_json(raw[service.stack_name]),
+        raw,
+    )
+
+
+@pytest.fixture(scope="session")
+def dev() -> Synth:
+    return synthesize("dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> Synth:
+    return synthesize(
+        "prod", certificateArn=CERT, alarmEmail="ops@example.com", allowedCidrs="203.0.113.0/24,2001:db8::/32"
+    )

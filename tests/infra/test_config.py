@@ -1,0 +1,88 @@
+"""The deployment config: profiles in code, context only selects and overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks.config import ConfigError, load_config
+
+ENV = {"CDK_DEFAULT_REGION": "eu-west-1"}
+
+
+def test_dev_is_the_default_and_cheap():
+    config = load_config({}, ENV)
+    assert config.profile == "dev"
+    assert (config.nat_gateways, config.db_instance_class, config.db_multi_az) == (1, "t4g.micro", False)
+    assert config.db_backup_retention_days == 7 and not config.performance_insights
+    assert config.account is None and config.region == "eu-west-1"
+    assert config.azs == ("eu-west-1a", "eu-west-1b")
+
+
+def test_prod_is_safe():
+    config = load_config({"profile": "prod"}, ENV)
+    assert config.db_multi_az and config.db_deletion_protection and config.termination_protection
+    assert config.db_backup_retention_days >= 14
+    assert config.nat_gateways == len(config.azs) == 3
+    assert config.performance_insights
+    assert config.desired_count >= 2
+
+
+def test_overrides_by_context():
+    config = load_config(
+        {
+            "profile": "prod",
+            "dbInstanceClass": "db.r7g.xlarge",
+            "desiredCount": "4",
+            "cpu": "2048",
+            "memoryMiB": 4096,
+            "natGateways": "1",
+            "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abcd-ef",
+            "allowedCidrs": "10.0.0.0/8, 192.0.2.0/24",
+            "alarmEmail": "ops@example.com",
+            "embeddingDimension": "768",
+            "availabilityZones": "eu-west-1b,eu-west-1c,eu-west-1a",
+        },
+        {**ENV, "CDK_DEFAULT_ACCOUNT": "111122223333"},
+    )
+    assert config.db_instance_class == "r7g.xlarge"
+    assert (config.desired_count, config.cpu, config.memory_mib, config.nat_gateways) == (4, 2048, 4096, 1)
+    assert config.allowed_cidrs == ("10.0.0.0/8", "192.0.2.0/24")
+    assert config.embedding_dimension == 768 and config.alarm_email == "ops@example.com"
+    assert config.azs == ("eu-west-1b", "eu-west-1c", "eu-west-1a") and config.account == "111122223333"
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"profile": "staging"}, "profile"),
+        ({"dbInstanceClass": "t3.micro"}, "Graviton"),
+        ({"dbInstanceClass": "big"}, "dbInstanceClass"),
+        ({"desiredCount": "zero"}, "desiredCount"),
+        ({"cpu": "300"}, "cpu"),
+        ({"memoryMiB": "8192"}, "not valid with cpu 256"),
+        ({"allowedCidrs": "10.0.0.1/8"}, "invalid CIDR"),
+        ({"certificateArn": "arn:aws:iam::1:cert"}, "certificateArn"),
+        ({"alarmEmail": "nobody"}, "alarmEmail"),
+        ({"embeddingDimension": "4096"}, "embeddingDimension"),
+        ({"natGateways": "0"}, "natGateways"),
+        ({"desiredCount": "5"}, "minTasks <= desiredCount <= maxTasks"),
+        ({"availabilityZones": "eu-west-1a"}, "at least two"),
+    ],
+)
+def test_invalid_context_is_refused_naming_the_key(context, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(context, ENV)
+
+
+def test_region_comes_from_the_cdk_environment():
+    assert load_config({}, {"CDK_DEFAULT_REGION": "us-east-2"}).azs == ("us-east-2a", "us-east-2b")
+    assert load_config({}, {"AWS_REGION": "ap-southeast-2"}).region == "ap-southeast-2"
+
+
+def test_readme_documents_every_context_key():
+    from stacks.config import CONTEXT_KEYS
+    from tests.infra.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for key in CONTEXT_KEYS:
+        assert f"`{key}`" in readme, f"context key {key} is missing from the README's table"
