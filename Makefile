@@ -14,7 +14,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up verify cost test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,8 +29,11 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-up: $(STAMP) ## run the service on the embedded PostgreSQL at http://127.0.0.1:$(PORT) (Ctrl-C stops)
-	PORT=$(PORT) $(PY) scripts/run_local.py
+up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-resource handler, service, verification
+	PORT=$(PORT) $(PY) scripts/local_stack.py
+
+verify: $(STAMP) ## verify the deployed PROFILE (stacks, ECS, targets, RDS, rotation, alarms, HTTP round trip)
+	$(PY) scripts/verify_deployment.py --profile $(PROFILE) $(VERIFY_ARGS)
 
 test: $(STAMP) $(NODE_STAMP) lint ## lint, then every test (service, stacks, cfn-lint, cdk-nag, snapshots)
 	$(PY) -m pytest
@@ -38,7 +41,7 @@ test: $(STAMP) $(NODE_STAMP) lint ## lint, then every test (service, stacks, cfn
 lint: $(STAMP) ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy service/conversations scripts stacks app.py
+	$(PY) -m mypy --explicit-package-bases service/conversations scripts stacks app.py
 
 synth: $(STAMP) $(NODE_STAMP) ## write the three templates of PROFILE (dev) to cdk.out, with cdk-nag as a gate
 	$(CDK) synth --quiet $(CDK_ARGS)
@@ -55,6 +58,9 @@ deploy: $(STAMP) $(NODE_STAMP) ## deploy the three stacks of PROFILE (needs AWS 
 
 destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database is protected and snapshotted)
 	$(CDK) destroy --all $(CDK_ARGS)
+
+cost: $(STAMP) ## monthly cost of the dev and prod profiles from their templates (prices in scripts/prices.json)
+	$(PY) scripts/estimate_cost.py
 
 snapshot-update: $(STAMP) ## accept the current templates as the new snapshots (review the diff first)
 	SNAPSHOT_UPDATE=1 $(PY) -m pytest tests/infra/test_snapshots.py -q

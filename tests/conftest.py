@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import PostgresServer, from_database_url, remove, start_embedded_server
+from tests.support.service import MigratedDatabase, migrated_database, truncate
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,3 +72,15 @@ def empty_db(pg: PostgresServer) -> Iterator[str]:
         yield name
     finally:
         pg.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def migrated_db(pg: PostgresServer) -> Iterator[MigratedDatabase]:
+    """One migrated database for the session; tests that write use ``clean_db``."""
+    yield from migrated_database(pg)
+
+
+@pytest.fixture
+def clean_db(migrated_db: MigratedDatabase) -> Iterator[MigratedDatabase]:
+    yield migrated_db
+    truncate(migrated_db)

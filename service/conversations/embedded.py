@@ -38,8 +38,10 @@ class EmbeddedDatabase:
     migration: MigrationResult
 
 
-def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatabase:
-    """Start (or join) the embedded server, create ``ragdb``, migrate it and the app role."""
+def start_server(data_dir: Path) -> str:
+    """Start (or join) the embedded server for ``data_dir`` and make sure ``ragdb`` exists.
+
+    Returns the superuser's conninfo for ``ragdb`` (Unix socket, trust authentication)."""
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); /tmp is fine.
@@ -59,16 +61,21 @@ def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatab
     with server._lock:
         server.ensure_postgres_running()
     socket_dir = str(server.get_postmaster_info().socket_dir)
-    base = {"host": socket_dir, "user": "postgres"}
-    with psycopg.connect(make_conninfo(**base, dbname="postgres"), autocommit=True) as conn:
+    with psycopg.connect(make_conninfo(host=socket_dir, user="postgres", dbname="postgres"), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone() is None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-    admin = make_conninfo(**base, dbname=DATABASE_NAME)
+    return make_conninfo(host=socket_dir, user="postgres", dbname=DATABASE_NAME)
+
+
+def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatabase:
+    """Start (or join) the embedded server, migrate ``ragdb`` and create the app role."""
+    admin = start_server(data_dir)
     with psycopg.connect(admin, autocommit=True) as conn:
         result = migrate(conn, embedding_dimension=embedding_dimension)
         ensure_app_role(conn, APP_ROLE, LOCAL_APP_PASSWORD)
+        socket_dir = conn.info.host
     app = make_conninfo(host=socket_dir, dbname=DATABASE_NAME, user=APP_ROLE, application_name="conversations")
-    log.info("embedded database ready", extra={"pgdata": str(pgdata), "schema_version": result.schema_version})
+    log.info("embedded database ready", extra={"schema_version": result.schema_version})
     return EmbeddedDatabase(admin_conninfo=admin, app_conninfo=app, socket_dir=socket_dir, migration=result)
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.service.conftest import EMBEDDING_DIMENSION
+from tests.support.service import EMBEDDING_DIMENSION
 
 
 def create(client, **body):
@@ -297,7 +297,7 @@ def test_body_over_the_limit_is_413(clean_db):
     from fastapi.testclient import TestClient
 
     from conversations.api import create_app
-    from tests.service.conftest import TOKEN, make_settings
+    from tests.support.service import TOKEN, make_settings
 
     app = create_app(make_settings(clean_db.app, max_body_bytes=4096))
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as small:
@@ -397,7 +397,7 @@ def test_database_unavailable_is_503_with_retry_after(clean_db):
     from fastapi.testclient import TestClient
 
     from conversations.api import create_app
-    from tests.service.conftest import TOKEN, make_settings
+    from tests.support.service import TOKEN, make_settings
 
     # A pool with no connection up front, pointed at a port nothing listens on.
     dead = " ".join(p if not p.startswith("port=") else "port=9" for p in clean_db.app.split())

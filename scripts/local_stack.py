@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""``make up``: the whole stack on this machine, the way AWS runs it.
+
+1. the embedded PostgreSQL with pgvector (pgserver, data under ``.local/``);
+2. the schema applied by the **real custom-resource handler**, invoked with a synthetic
+   CloudFormation Create event, its master and application secrets served by moto's
+   Secrets Manager as a local stand-in;
+3. the service on http://127.0.0.1:$PORT as the least-privilege application role;
+4. ``verify_deployment.py`` against it, its table printed;
+then the service stays up until Ctrl-C. ``--verify-only`` stops after step 4 and exits
+with the verification's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "service"))
+sys.path.insert(0, str(ROOT))
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+from scripts import verify_deployment  # noqa: E402
+
+APP_SECRET_FILE = "app-secret.json"  # noqa: S105 - a file name
+
+
+class LambdaContext:
+    """What the handler reads from a Lambda context: its remaining time."""
+
+    def __init__(self, budget_ms: int = 300_000) -> None:
+        self.deadline = time.monotonic() + budget_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def apply_schema(data_dir: Path, embedding_dimension: int) -> tuple[str, dict[str, Any]]:
+    """Start the database and run the custom-resource handler on it; returns the app conninfo
+    and the handler's response."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+    from moto import mock_aws
+
+    from conversations import cfn_handler
+    from conversations.embedded import APP_ROLE, start_server
+
+    admin = conninfo_to_dict(start_server(data_dir))
+    app_secret = _local_app_secret(data_dir, APP_ROLE)
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("secretsmanager")
+        master_arn = client.create_secret(
+            Name="local/master",
+            SecretString=json.dumps(
+                {
+                    "engine": "postgres",
+                    "host": admin["host"],
+                    "port": 5432,
+                    "dbname": admin["dbname"],
+                    "username": admin["user"],
+                    "password": "unused-on-the-local-socket",
+                }
+            ),
+        )["ARN"]
+        app_arn = client.create_secret(Name="local/app", SecretString=json.dumps(app_secret))["ARN"]
+        event = {
+            "RequestType": "Create",
+            "RequestId": secrets.token_hex(8),
+            "LogicalResourceId": "SchemaMigrations",
+            "ResourceType": "Custom::ConversationSchema",
+            "ResourceProperties": {
+                "MasterSecretArn": master_arn,
+                "AppSecretArn": app_arn,
+                "EmbeddingDimension": str(embedding_dimension),
+                # The embedded server listens on a Unix socket only; RDS gets "require".
+                "SslMode": "disable",
+            },
+        }
+        response = cfn_handler.handler(event, LambdaContext(), secrets_client=client)
+    app = make_conninfo(
+        host=admin["host"],
+        dbname=admin["dbname"],
+        user=app_secret["username"],
+        password=app_secret["password"],
+        application_name="conversations",
+    )
+    return app, response
+
+
+def _local_app_secret(data_dir: Path, role: str) -> dict[str, str]:
+    """The app role's password, generated once and kept beside the data (mode 0600)."""
+    path = data_dir / APP_SECRET_FILE
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    secret = {"username": role, "password": secrets.token_urlsafe(24)}
+    path.write_text(json.dumps(secret))
+    path.chmod(0o600)
+    return secret
+
+
+@contextmanager
+def serving(database_url: str, token: str, host: str, port: int, embedding_dimension: int) -> Iterator[str]:
+    import uvicorn
+
+    from conversations import logs
+    from conversations.api import create_app
+    from conversations.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "API_TOKEN": token,
+            "HOST": host,
+            "PORT": str(port),
+            "EMBEDDING_DIMENSION": str(embedding_dimension),
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        }
+    )
+    logs.configure(settings.log_level)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10
+        )
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise SystemExit(f"the service did not start on {host}:{port} (is the port in use? set PORT)")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def banner(url: str, token: str, generated: bool, data_dir: Path) -> str:
+    return f"""
+Conversation service at {url}  (API docs: {url}/docs; data in {data_dir})
+API token: {token}{"   (generated; set API_TOKEN to choose your own)" if generated else ""}
+
+In another shell:
+  export API_TOKEN='{token}'
+  curl -s {url}/health
+  curl -s -X POST {url}/conversations -H "Authorization: Bearer $API_TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"conversation_id": "demo", "title": "Demo"}}'
+  curl -s -X POST {url}/conversations/demo/messages -H "Authorization: Bearer $API_TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"role": "user", "content": "Hello, pgvector"}}'
+  curl -s {url}/conversations -H "Authorization: Bearer $API_TOKEN"
+  curl -s '{url}/search?q=hello' -H "Authorization: Bearer $API_TOKEN"
+  curl -s -X DELETE {url}/conversations/demo -H "Authorization: Bearer $API_TOKEN"
+
+Ctrl-C stops the service; the embedded database keeps running for the next start.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--verify-only", action="store_true", help="set up, verify, then exit with its status")
+    args = parser.parse_args(argv)
+    data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("PORT", "8080"))
+    host = os.environ.get("HOST", "127.0.0.1")
+    dimension = int(os.environ.get("EMBEDDING_DIMENSION", "1536"))
+    generated = not os.environ.get("API_TOKEN")
+    token = os.environ.get("API_TOKEN") or secrets.token_urlsafe(24)
+
+    print("[1/4] embedded PostgreSQL with pgvector ...", flush=True)
+    print("[2/4] schema through the custom-resource handler (secrets from a local Secrets Manager) ...", flush=True)
+    database_url, response = apply_schema(data_dir, dimension)
+    data = response["Data"]
+    print(
+        f"      {response['PhysicalResourceId']}: schema version {data['SchemaVersion']}, "
+        f"pgvector {data['PgvectorVersion']}, {data['Applied']} migration(s) applied",
+        flush=True,
+    )
+    print(f"[3/4] service as the application role on http://{host}:{port} ...", flush=True)
+    with serving(database_url, token, host, port, dimension) as url:
+        print(f"[4/4] verify_deployment.py --url {url}", flush=True)
+        results = verify_deployment.verify(verify_deployment.Target(url=url, token=token), aws=None)
+        print(verify_deployment.render_table(results), flush=True)
+        ok = all(r.result == verify_deployment.PASS for r in results)
+        if args.verify_only or not ok:
+            if not ok:
+                print("\nverification failed: see the rows above", file=sys.stderr)
+            return 0 if ok else 1
+        print(banner(url, token, generated, data_dir), flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("\nstopping", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""scripts/estimate_cost.py: lines from the synthesized templates, totals the README quotes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from scripts import estimate_cost
+from tests.infra.conftest import ROOT
+
+
+def totals(synth) -> tuple[list[estimate_cost.Line], float]:
+    lines = estimate_cost.estimate(list(synth.raw.values()), estimate_cost.load_prices())
+    return lines, round(sum(line.monthly for line in lines), 2)
+
+
+def test_dev_lines_follow_the_template(dev):
+    lines, total = totals(dev)
+    by_item = {line.item: line for line in lines}
+    prices = estimate_cost.load_prices()
+    assert by_item["NAT gateways"].monthly == pytest.approx(1 * 730 * prices["nat_gateway_hour"], abs=0.01)
+    assert by_item["RDS db.t4g.micro"].monthly == pytest.approx(
+        730 * prices["rds_instance_hour"]["db.t4g.micro"], abs=0.01
+    )
+    assert by_item["Fargate vCPU"].quantity == "1 task x 0.25 vCPU x 730 h"
+    assert by_item["Interface VPC endpoints"].quantity == "1 x 2 AZ x 730 h"
+    assert by_item["Secrets Manager secrets"].quantity == "3"
+    assert 50 < total < 250
+
+
+def test_prod_costs_more_for_the_reasons_it_should(dev, prod):
+    dev_lines, dev_total = totals(dev)
+    prod_lines, prod_total = totals(prod)
+    prod_items = {line.item for line in prod_lines}
+    assert "RDS db.m7g.large Multi-AZ" in prod_items
+    nat = {line.item: line.monthly for line in prod_lines}["NAT gateways"]
+    assert nat == pytest.approx(3 * {line.item: line.monthly for line in dev_lines}["NAT gateways"], abs=0.01)
+    assert prod_total > 3 * dev_total
+
+
+def test_readme_quotes_the_current_totals():
+    report = json.loads(_run(["--json"]))
+    readme = (ROOT / "README.md").read_text()
+    for profile in ("dev", "prod"):
+        total = report["profiles"][profile]["total"]
+        assert re.search(rf"\*\*{profile}\*\*[^\n]*\*\*\${total:,.2f}\*\*", readme), (
+            f"README's {profile} total is not ${total:,.2f}: update the cost section"
+        )
+    assert report["prices_as_of"] in readme
+
+
+def test_unknown_instance_class_is_an_error(dev):
+    templates = json.loads(json.dumps(list(dev.raw.values())))
+    for template in templates:
+        for resource in template["Resources"].values():
+            if resource["Type"] == "AWS::RDS::DBInstance":
+                resource["Properties"]["DBInstanceClass"] = "db.x99g.huge"
+    with pytest.raises(SystemExit, match=r"no price for db\.x99g\.huge"):
+        estimate_cost.estimate(templates, estimate_cost.load_prices())
+
+
+def test_assumptions_can_be_overridden_and_are_checked():
+    assert estimate_cost.load_prices(overrides=["nat_gb_month=100"])["assumptions"]["nat_gb_month"] == 100
+    with pytest.raises(SystemExit, match="--assume takes key=value"):
+        estimate_cost.load_prices(overrides=["bogus=1"])
+
+
+def _run(args: list[str]) -> str:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert estimate_cost.main(args) == 0
+    return buffer.getvalue()

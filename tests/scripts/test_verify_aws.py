@@ -1,0 +1,296 @@
+"""verify_deployment.py's AWS checks against moto, with the resources made as the stacks make
+them, and the HTTP half against the real service."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from scripts import verify_deployment as verify
+from stacks import outputs
+from tests.support.live import serve
+from tests.support.service import TOKEN, make_settings
+
+REGION = "eu-west-1"
+NAMES = outputs.stack_names("dev")
+
+
+@pytest.fixture
+def live_url(clean_db):
+    with serve(make_settings(clean_db.app)) as url:
+        yield url
+
+
+@pytest.fixture
+def deployed(live_url, monkeypatch):
+    """The dev profile's resources in (emulated) AWS, as the three stacks create them."""
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "2")  # moto starts no tasks unless told
+    # Rotation invokes its Lambda; moto would need Docker for that, so it answers in-process.
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        session = boto3.session.Session(region_name=REGION)
+        ec2 = session.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+        ecs = session.client("ecs")
+        ecs.create_cluster(clusterName="conv-cluster")
+        ecs.register_task_definition(
+            family="api",
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="256",
+            memory="512",
+            containerDefinitions=[{"name": "Api", "image": "api:1", "essential": True}],
+        )
+        ecs.create_service(
+            cluster="conv-cluster",
+            serviceName="conv-service",
+            taskDefinition="api",
+            desiredCount=2,
+            launchType="FARGATE",
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "minimumHealthyPercent": 100,
+            },
+        )
+        elbv2 = session.client("elbv2")
+        tg = elbv2.create_target_group(
+            Name="conv-targets", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip", HealthCheckPath="/health/live"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.40.4.10"}, {"Id": "10.40.5.10"}])
+        rds = session.client("rds")
+        rds.create_db_parameter_group(
+            DBParameterGroupName="conv-params", DBParameterGroupFamily="postgres17", Description="Conversation service"
+        )
+        rds.modify_db_parameter_group(
+            DBParameterGroupName="conv-params",
+            Parameters=[{"ParameterName": "rds.force_ssl", "ParameterValue": "1", "ApplyMethod": "pending-reboot"}],
+        )
+        rds.create_db_instance(
+            DBInstanceIdentifier="conv-db",
+            Engine="postgres",
+            EngineVersion="17.9",
+            DBInstanceClass="db.t4g.micro",
+            AllocatedStorage=20,
+            MasterUsername="raguser",
+            MasterUserPassword="not-used-here-123",
+            StorageEncrypted=True,
+            PubliclyAccessible=False,
+            MultiAZ=False,
+            DBParameterGroupName="conv-params",
+        )
+        sm = session.client("secretsmanager")
+        lam = _rotation_lambda(session)
+        secret_arns = {}
+        for key, value in (
+            (outputs.MASTER_SECRET_ARN, {"username": "raguser", "password": "pw-master-0001"}),
+            (outputs.APP_SECRET_ARN, {"username": "conversations_app", "password": "pw-app-0001"}),
+        ):
+            arn = sm.create_secret(Name=key, SecretString=json.dumps(value))["ARN"]
+            sm.rotate_secret(
+                SecretId=arn,
+                RotationLambdaARN=lam,
+                RotationRules={"AutomaticallyAfterDays": 30},
+                RotateImmediately=False,
+            )
+            secret_arns[key] = arn
+        token_arn = sm.create_secret(Name="api-token", SecretString=TOKEN)["ARN"]
+        cw = session.client("cloudwatch")
+        for alarm in ("ServerErrorRate", "LatencyP99", "UnhealthyHosts"):
+            cw.put_metric_alarm(
+                AlarmName=f"{NAMES.service}-Monitoring{alarm}-ABC123",
+                MetricName="x",
+                Namespace="AWS/ApplicationELB",
+                Statistic="Sum",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=1,
+                ComparisonOperator="GreaterThanThreshold",
+            )
+        stack_outputs = {
+            NAMES.network: {outputs.VPC_ID: vpc},
+            NAMES.data: {outputs.DATABASE_INSTANCE_ID: "conv-db", outputs.SCHEMA_VERSION: "3", **secret_arns},
+            NAMES.service: {
+                outputs.SERVICE_URL: live_url,
+                outputs.CLUSTER_NAME: "conv-cluster",
+                outputs.SERVICE_NAME: "conv-service",
+                outputs.TARGET_GROUP_ARN: tg,
+                outputs.LOG_GROUP_NAME: "conv-logs",
+                outputs.API_TOKEN_SECRET_ARN: token_arn,
+                outputs.DASHBOARD_NAME: "conv-dashboard",
+                outputs.PROFILE: "dev",
+            },
+        }
+        cfn = session.client("cloudformation")
+        for name, values in stack_outputs.items():
+            cfn.create_stack(
+                StackName=name,
+                TemplateBody=json.dumps(
+                    {
+                        "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+                        "Outputs": {k: {"Value": v} for k, v in values.items()},
+                    }
+                ),
+            )
+        yield {"session": session, "outputs": stack_outputs, "target_group": tg, "ec2": ec2, "vpc": vpc}
+
+
+def _rotation_lambda(session) -> str:
+    iam = session.client("iam")
+    role = iam.create_role(RoleName="rot", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("index.py", "def handler(e, c):\n    return None\n")
+    return session.client("lambda").create_function(
+        FunctionName="rotation",
+        Runtime="python3.12",
+        Role=role,
+        Handler="index.handler",
+        Code={"ZipFile": buf.getvalue()},
+    )["FunctionArn"]
+
+
+def run(deployed, *args: str) -> tuple[int, list[verify.Check]]:
+    aws = verify.Aws(deployed["session"])
+    target = verify.Target(url="", profile="dev", stack_outputs=verify.load_stack_outputs(aws, "dev"))
+    target.url = target.output(outputs.SERVICE_URL) or ""
+    secret = aws.client("secretsmanager").get_secret_value(SecretId=target.output(outputs.API_TOKEN_SECRET_ARN))
+    target.token = secret["SecretString"]
+    results = verify.verify(target, aws=aws, read_only="--read-only" in args)
+    return (0 if all(r.result == "PASS" for r in results) else 1), results
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+def test_healthy_deployment_passes_every_check(deployed):
+    code, results = run(deployed)
+    table = verify.render_table(results)
+    assert code == 0, table
+    assert [r.name for r in results] == [
+        "aws: stacks",
+        "aws: ecs service",
+        "aws: target health",
+        "aws: rds instance",
+        "aws: secret rotation",
+        "aws: alarms",
+        "http: /health/live",
+        "http: /health",
+        "http: token required",
+        "http: write round trip",
+    ]
+    assert "2/2 tasks running" in by_name(results)["aws: ecs service"].detail
+    assert TOKEN not in table and "pw-master-0001" not in table
+
+
+def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(deployed, capsys, monkeypatch):
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    import boto3 as real_boto3
+
+    monkeypatch.setattr(real_boto3.session, "Session", lambda region_name=None: deployed["session"])
+    code = verify.main(["--profile", "dev", "--read-only"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "9 passed, 0 failed" in out and TOKEN not in out
+
+
+def test_outputs_file_mode(deployed, tmp_path, capsys, monkeypatch):
+    import boto3 as real_boto3
+
+    monkeypatch.setattr(real_boto3.session, "Session", lambda region_name=None: deployed["session"])
+    path = tmp_path / "cdk-outputs-dev.json"
+    path.write_text(json.dumps(deployed["outputs"]))
+    code = verify.main(["--outputs-file", str(path), "--read-only", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ok"], report
+
+
+def test_unhealthy_target_fails_with_its_reason(deployed):
+    ec2 = deployed["ec2"]
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    deployed["session"].client("elbv2").register_targets(
+        TargetGroupArn=deployed["target_group"], Targets=[{"Id": instance, "Port": 8080}]
+    )
+    ec2.stop_instances(InstanceIds=[instance])
+    code, results = run(deployed, "--read-only")
+    row = by_name(results)["aws: target health"]
+    assert code == 1 and row.result == "FAIL"
+    assert instance in row.detail and "Target.InvalidState" in row.detail
+    assert "/health/live" in row.hint
+
+
+def test_circuit_breaker_rollback_is_caught(deployed):
+    from moto.ecs.models import ecs_backends
+
+    backend = ecs_backends["123456789012"][REGION]
+    service = backend.services["conv-cluster:conv-service"]
+    service.deployments[0].update(
+        rolloutState="FAILED", rolloutStateReason="ECS deployment circuit breaker: tasks failed to start."
+    )
+    code, results = run(deployed, "--read-only")
+    row = by_name(results)["aws: ecs service"]
+    assert code == 1 and row.result == "FAIL"
+    assert "rolled back" in row.detail and "conv-logs" in row.hint
+
+
+def test_tasks_not_running_is_caught(deployed):
+    from moto.ecs.models import ecs_backends
+
+    service = ecs_backends["123456789012"][REGION].services["conv-cluster:conv-service"]
+    service.running_count = 1
+    code, results = run(deployed, "--read-only")
+    row = by_name(results)["aws: ecs service"]
+    assert code == 1 and "1 of 2 tasks running" in row.detail
+
+
+def test_alarm_firing_and_stack_rolled_back_are_caught(deployed):
+    cw = deployed["session"].client("cloudwatch")
+    cw.set_alarm_state(
+        AlarmName=f"{NAMES.service}-MonitoringLatencyP99-ABC123",
+        StateValue="ALARM",
+        StateReason="Threshold Crossed: p99 2.3 s",
+    )
+    from moto.cloudformation.models import cloudformation_backends
+
+    stacks = cloudformation_backends["123456789012"][REGION].stacks
+    next(s for s in stacks.values() if s.name == NAMES.service).status = "UPDATE_ROLLBACK_COMPLETE"
+    code, results = run(deployed, "--read-only")
+    rows = by_name(results)
+    assert code == 1
+    assert "LatencyP99" in rows["aws: alarms"].detail and "2.3 s" in rows["aws: alarms"].detail
+    assert "UPDATE_ROLLBACK_COMPLETE" in rows["aws: stacks"].detail
+
+
+def test_database_drift_is_caught(deployed):
+    rds = deployed["session"].client("rds")
+    rds.modify_db_parameter_group(
+        DBParameterGroupName="conv-params",
+        Parameters=[{"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "immediate"}],
+    )
+    rds.modify_db_instance(DBInstanceIdentifier="conv-db", PubliclyAccessible=True, ApplyImmediately=True)
+    code, results = run(deployed, "--read-only")
+    detail = by_name(results)["aws: rds instance"].detail
+    assert code == 1 and "publicly accessible" in detail and "rds.force_ssl is 0" in detail
+
+
+def test_rotation_off_is_caught(deployed):
+    sm = deployed["session"].client("secretsmanager")
+    arn = deployed["outputs"][NAMES.data][outputs.APP_SECRET_ARN]
+    sm.cancel_rotate_secret(SecretId=arn)
+    code, results = run(deployed, "--read-only")
+    assert code == 1 and "AppSecretArn: rotation is not enabled" in by_name(results)["aws: secret rotation"].detail
+
+
+def test_missing_stack_is_caught():
+    with mock_aws():
+        aws = verify.Aws(boto3.session.Session(region_name=REGION))
+        target = verify.Target(url="http://127.0.0.1:9", profile="dev", stack_outputs={})
+        results = by_name(verify.verify(target, aws=aws, read_only=True))
+    assert results["aws: stacks"].result == "FAIL" and "ValidationError" in results["aws: stacks"].detail
+    assert "stack output ClusterName not found" in results["aws: ecs service"].detail
