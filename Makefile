@@ -14,7 +14,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up verify cost test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up verify cost bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database
 
 cost: $(STAMP) ## monthly cost of the dev and prod profiles from their templates (prices in scripts/prices.json)
 	$(PY) scripts/estimate_cost.py
+
+bench-import: $(STAMP) ## time a 10,000-message JSON import (median of 3)
+	$(PY) bench/bench_import.py
 
 snapshot-update: $(STAMP) ## accept the current templates as the new snapshots (review the diff first)
 	SNAPSHOT_UPDATE=1 $(PY) -m pytest tests/infra/test_snapshots.py -q

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg_pool import ConnectionPool
 
+from conversations.store import Store
 from tests.support.postgres import PostgresServer, from_database_url, remove, start_embedded_server
-from tests.support.service import MigratedDatabase, migrated_database, truncate
+from tests.support.service import EMBEDDING_DIMENSION, MigratedDatabase, migrated_database, truncate
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,3 +86,10 @@ def migrated_db(pg: PostgresServer) -> Iterator[MigratedDatabase]:
 def clean_db(migrated_db: MigratedDatabase) -> Iterator[MigratedDatabase]:
     yield migrated_db
     truncate(migrated_db)
+
+
+@pytest.fixture
+def store(clean_db: MigratedDatabase) -> Iterator[Store]:
+    """The store on the migrated database, as the least-privilege role."""
+    with ConnectionPool(clean_db.app, min_size=1, max_size=8, open=True) as pool:
+        yield Store(pool, embedding_dimension=EMBEDDING_DIMENSION)

@@ -84,6 +84,20 @@ class NewMessage:
 
 
 @dataclass
+class ConversationRecord:
+    """A whole conversation with its own timestamps: what imports write and exports read."""
+
+    conversation_id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    user_id: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    messages: list[NewMessage] = field(default_factory=list)
+
+
+@dataclass
 class Page:
     items: list[Any]
     next_cursor: str | None

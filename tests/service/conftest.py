@@ -1,4 +1,4 @@
-"""Fixtures for the service: a store and API clients on the session's migrated database."""
+"""Fixtures for the service: API clients on the session's migrated database."""
 
 from __future__ import annotations
 
@@ -6,17 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from psycopg_pool import ConnectionPool
 
 from conversations.api import create_app
-from conversations.store import Store
-from tests.support.service import EMBEDDING_DIMENSION, TOKEN, MigratedDatabase, make_settings
-
-
-@pytest.fixture
-def store(clean_db: MigratedDatabase) -> Iterator[Store]:
-    with ConnectionPool(clean_db.app, min_size=1, max_size=8, open=True) as pool:
-        yield Store(pool, embedding_dimension=EMBEDDING_DIMENSION)
+from tests.support.service import TOKEN, MigratedDatabase, make_settings
 
 
 @pytest.fixture
