@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt service/requirements.txt | sha1sum | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
 CDK := node_modules/.bin/cdk
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PORT ?= 8080
 PROFILE ?= dev
 CDK_ARGS := -c profile=$(PROFILE) --no-notices
@@ -29,13 +31,17 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(CHROMIUM): # the browser tests drive Debian's Chromium (Playwright's own download cannot run here)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-resource handler, service, verification
 	PORT=$(PORT) $(PY) scripts/local_stack.py
 
 verify: $(STAMP) ## verify the deployed PROFILE (stacks, ECS, targets, RDS, rotation, alarms, HTTP round trip)
 	$(PY) scripts/verify_deployment.py --profile $(PROFILE) $(VERIFY_ARGS)
 
-test: $(STAMP) $(NODE_STAMP) lint ## lint, then every test (service, stacks, cfn-lint, cdk-nag, snapshots)
+test: $(STAMP) $(NODE_STAMP) $(CHROMIUM) lint ## lint, then every test (service, web page, stacks, scripts)
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff and mypy

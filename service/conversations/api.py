@@ -6,12 +6,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,6 +43,14 @@ from .store import Conflict, InvalidInput, NotFound, Store
 log = logging.getLogger("conversations.api")
 
 RETRY_AFTER_SECONDS = "5"
+# The page runs only its own script and style, and may not be framed.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 _ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -191,6 +201,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     UserDep = Annotated[str | None, Depends(user_scope)]
     guarded = [Depends(authorize)]
 
+    static_dir = Path(__file__).resolve().parent / "static"
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        """The web page: browse, continue and delete conversations (the API does the rest)."""
+        return FileResponse(static_dir / "index.html", headers=_PAGE_HEADERS)
+
     @app.get("/health/live", tags=["health"])
     def live() -> dict[str, str]:
         """Liveness: 200 while the process runs, whatever the database does."""
@@ -327,10 +345,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db: StoreDep,
         user_id: UserDep,
         after: Annotated[int, Query(ge=0, le=2_147_483_647, description="a next_cursor from the previous page")] = 0,
+        before: Annotated[
+            int | None, Query(ge=1, le=2_147_483_647, description="page backwards: messages before this seq")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Any:
-        """Oldest first, ``limit`` at a time; pass ``next_cursor`` back as ``after``."""
-        return db.list_messages(conversation_id, user_id=user_id, after=after, limit=limit)
+        """Oldest first, ``limit`` at a time; pass ``next_cursor`` back as ``after`` (or, when
+        paging backwards from the newest, as ``before``)."""
+        if before is not None and after:
+            raise HTTPException(400, "use either 'after' or 'before', not both")
+        return db.list_messages(conversation_id, user_id=user_id, after=after, before=before, limit=limit)
 
     @app.get("/search", response_model=SearchOut, dependencies=guarded, responses=_ERRORS, tags=["search"])
     def search(

@@ -55,6 +55,7 @@ class Conversation(ConversationSummary):
 @dataclass
 class SearchHit:
     conversation_id: str
+    title: str | None
     message_id: int
     seq: int
     role: str
@@ -258,6 +259,7 @@ class MessagePageOut(BaseModel):
 
 class SearchHitOut(BaseModel):
     conversation_id: str
+    title: str | None
     message_id: int
     seq: int
     role: Role

@@ -240,9 +240,18 @@ class Store:
         return rows
 
     def list_messages(
-        self, conversation_id: str, *, user_id: str | None = None, after: int = 0, limit: int = 100
+        self,
+        conversation_id: str,
+        *,
+        user_id: str | None = None,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 100,
     ) -> Page:
-        params = {"id": conversation_id, "user_id": user_id, "after": after, "limit": limit + 1}
+        """A page of messages, oldest first. With ``after``, the ``limit`` messages following
+        that sequence number (``next_cursor`` continues forward); with ``before``, the
+        ``limit`` messages just before it (``next_cursor`` continues backward)."""
+        params = {"id": conversation_id, "user_id": user_id, "after": after, "before": before, "limit": limit + 1}
         with self._conn() as conn, conn.transaction():
             owned = conn.execute(
                 f"SELECT 1 FROM conversations c WHERE c.conversation_id = %(id)s AND {_OWNED}", params
@@ -250,15 +259,24 @@ class Store:
             if owned is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
             with conn.cursor(row_factory=class_row(Message)) as cur:
-                rows = cur.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-                    " WHERE m.conversation_id = %(id)s AND m.seq > %(after)s ORDER BY m.seq LIMIT %(limit)s",
-                    params,
-                ).fetchall()
+                if before is None:
+                    rows = cur.execute(
+                        f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+                        " WHERE m.conversation_id = %(id)s AND m.seq > %(after)s ORDER BY m.seq LIMIT %(limit)s",
+                        params,
+                    ).fetchall()
+                else:
+                    rows = cur.execute(
+                        f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+                        " WHERE m.conversation_id = %(id)s AND m.seq < %(before)s ORDER BY m.seq DESC LIMIT %(limit)s",
+                        params,
+                    ).fetchall()
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             next_cursor = str(rows[-1].seq)
+        if before is not None:
+            rows.reverse()
         return Page(rows, next_cursor)
 
     # ------------------------------------------------------------ search
@@ -266,7 +284,7 @@ class Store:
     def search(self, query: str, *, user_id: str | None = None, limit: int = 20) -> list[SearchHit]:
         with self._conn() as conn, conn.cursor(row_factory=class_row(SearchHit)) as cur:
             return cur.execute(
-                "SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.created_at,"
+                "SELECT m.conversation_id, c.title, m.id AS message_id, m.seq, m.role, m.created_at,"
                 "  ts_headline('simple'::regconfig, left(m.content, 100000), q,"
                 "              'MaxFragments=1, MaxWords=24, MinWords=8') AS snippet,"
                 f" ts_rank({FTS_DOCUMENT}, q)::float8 AS rank"

@@ -444,3 +444,28 @@ def test_logs_are_json_lines_without_content_or_token(client, capsys):
 def test_request_id_is_returned(client):
     response = client.get("/conversations", headers={"X-Request-Id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
+
+
+def test_messages_page_backwards_from_the_newest(client):
+    cid = create(client)["conversation_id"]
+    for i in range(7):
+        append(client, cid, content=f"m{i}")
+    page = client.get(f"/conversations/{cid}/messages", params={"before": 8, "limit": 3}).json()
+    assert [m["content"] for m in page["items"]] == ["m4", "m5", "m6"] and page["next_cursor"] == "5"
+    page = client.get(f"/conversations/{cid}/messages", params={"before": 5, "limit": 3}).json()
+    assert [m["content"] for m in page["items"]] == ["m1", "m2", "m3"] and page["next_cursor"] == "2"
+    page = client.get(f"/conversations/{cid}/messages", params={"before": 2, "limit": 3}).json()
+    assert [m["content"] for m in page["items"]] == ["m0"] and page["next_cursor"] is None
+    both = client.get(f"/conversations/{cid}/messages", params={"before": 2, "after": 1})
+    assert both.status_code == 400
+
+
+def test_web_page_and_assets_are_served_with_a_strict_policy(anon_client):
+    page = anon_client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert anon_client.get(asset).status_code == 200
+    assert "innerHTML" not in anon_client.get("/static/app.js").text
