@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt service/requirements.txt | sha1sum | cut -c1-12)
+CHECKOV_STAMP := .venv-checkov/.installed-$(shell sha1sum requirements-checkov.txt | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
 CDK := node_modules/.bin/cdk
 CHROMIUM := /usr/bin/chromium
@@ -16,7 +17,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up verify cost bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up verify cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +27,11 @@ $(STAMP): requirements.txt requirements-dev.txt service/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
+
+$(CHECKOV_STAMP): requirements-checkov.txt # checkov pins versions the app cannot share: its own venv
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@rm -f .venv-checkov/.installed-* && touch $@
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -41,7 +47,7 @@ up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-reso
 verify: $(STAMP) ## verify the deployed PROFILE (stacks, ECS, targets, RDS, rotation, alarms, HTTP round trip)
 	$(PY) scripts/verify_deployment.py --profile $(PROFILE) $(VERIFY_ARGS)
 
-test: $(STAMP) $(NODE_STAMP) $(CHROMIUM) lint ## lint, then every test (service, web page, stacks, scripts)
+test: $(STAMP) $(NODE_STAMP) $(CHECKOV_STAMP) $(CHROMIUM) lint ## lint, then every test (service, web page, stacks, scripts)
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff and mypy
@@ -67,6 +73,13 @@ destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database
 
 cost: $(STAMP) ## monthly cost of the dev and prod profiles from their templates (prices in scripts/prices.json)
 	$(PY) scripts/estimate_cost.py
+
+bench: $(STAMP) ## the full benchmark (about 20 minutes), then a 3-minute soak; updates bench/README.md
+	$(PY) bench/run.py
+	$(PY) bench/soak.py
+
+bench-quick: $(STAMP) ## the same benchmark on a small data set (minutes)
+	$(PY) bench/run.py --quick
 
 bench-import: $(STAMP) ## time a 10,000-message JSON import (median of 3)
 	$(PY) bench/bench_import.py

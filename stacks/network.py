@@ -9,7 +9,7 @@ from constructs import Construct
 
 from . import outputs
 from .config import DeploymentConfig
-from .util import output, retention
+from .util import LOGS_KMS_REASON, checkov_skip, output, retention
 
 VPC_CIDR = "10.40.0.0/16"
 
@@ -24,6 +24,7 @@ class NetworkStack(cdk.Stack):
             retention=retention(config.log_retention_days),
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
+        checkov_skip(flow_logs, "CKV_AWS_158", LOGS_KMS_REASON)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",

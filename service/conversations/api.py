@@ -1,7 +1,9 @@
 """HTTP routes: parse, call the store, map errors to status codes. No SQL here."""
 
+import hashlib
 import hmac
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,11 +16,13 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, logs
+from .credentials import SecretCredentials, rotating_connection_class
 from .migrate import load_migrations
 from .models import (
     ConversationCreate,
@@ -38,7 +42,7 @@ from .models import (
     SimilarQuery,
 )
 from .settings import Settings
-from .store import Conflict, InvalidInput, NotFound, Store
+from .store import Conflict, IdempotencyKeyReused, InvalidInput, NotFound, Store
 
 log = logging.getLogger("conversations.api")
 
@@ -151,15 +155,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conninfo = start_embedded(
                 settings.local_data_dir, embedding_dimension=settings.embedding_dimension
             ).app_conninfo
+        sweep = SweepingCheck()
+        connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
+        if settings.db_secret_arn:
+            credentials = SecretCredentials(settings.db_secret_arn, *_user_password(conninfo))
+            connection_class = rotating_connection_class(credentials)
         pool = ConnectionPool(
             conninfo,
+            connection_class=connection_class,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout,
-            kwargs={"options": f"-c statement_timeout={settings.statement_timeout_ms}", "connect_timeout": 5},
+            kwargs={
+                "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+                "connect_timeout": 5,
+                "autocommit": True,
+            },
+            # A connection killed server-side (restart, failover, pg_terminate_backend) is
+            # found and replaced when lent, instead of failing the request that gets it.
+            check=sweep,
+            reconnect_timeout=float("inf"),  # the database coming back is always worth waiting for
             open=False,
             name="conversations",
         )
+        sweep.pool = pool
         pool.open(wait=settings.pool_min_size > 0, timeout=max(settings.pool_timeout, 10.0))
         app.state.store = Store(pool, embedding_dimension=settings.embedding_dimension, timeout=settings.pool_timeout)
         log.info("service ready", extra={"backend": settings.database_backend, "version": __version__})
@@ -197,7 +216,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, "X-User-Id must be 1-255 printable characters")
         return x_user_id
 
+    def idempotency_key(
+        idempotency_key: Annotated[
+            str | None,
+            Header(max_length=255, description="Retry-safe POST: the same key returns the first response"),
+        ] = None,
+    ) -> str | None:
+        if idempotency_key is not None and (not idempotency_key or not idempotency_key.isprintable()):
+            raise HTTPException(400, "Idempotency-Key must be 1-255 printable characters")
+        return idempotency_key
+
     StoreDep = Annotated[Store, Depends(store)]
+    IdempotencyDep = Annotated[str | None, Depends(idempotency_key)]
     UserDep = Annotated[str | None, Depends(user_scope)]
     guarded = [Depends(authorize)]
 
@@ -256,15 +286,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={**_ERRORS, 409: {"model": ErrorOut}},
         tags=["conversations"],
     )
-    def create_conversation(body: ConversationCreate, db: StoreDep, user_id: UserDep) -> Any:
-        return db.create_conversation(
-            conversation_id=body.conversation_id,
-            user_id=user_id,
-            title=body.title,
-            settings=body.settings,
-            metadata=body.metadata,
-            messages=[m.to_new() for m in body.messages],
-        )
+    def create_conversation(
+        body: ConversationCreate, db: StoreDep, user_id: UserDep, key: IdempotencyDep, request: Request
+    ) -> Any:
+        def write(conn: psycopg.Connection | None) -> tuple[int, Any]:
+            created = db.create_conversation(
+                conversation_id=body.conversation_id,
+                user_id=user_id,
+                title=body.title,
+                settings=body.settings,
+                metadata=body.metadata,
+                messages=[m.to_new() for m in body.messages],
+                conn=conn,
+            )
+            return 201, ConversationOut.model_validate(created, from_attributes=True).model_dump(mode="json")
+
+        return _write_once(db, user_id, key, request, body, write)
 
     @app.get(
         "/conversations",
@@ -330,8 +367,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_ERRORS,
         tags=["messages"],
     )
-    def append_message(conversation_id: str, body: MessageIn, db: StoreDep, user_id: UserDep) -> Any:
-        return db.append_messages(conversation_id, [body.to_new()], user_id=user_id)[0]
+    def append_message(
+        conversation_id: str, body: MessageIn, db: StoreDep, user_id: UserDep, key: IdempotencyDep, request: Request
+    ) -> Any:
+        def write(conn: psycopg.Connection | None) -> tuple[int, Any]:
+            (message,) = db.append_messages(conversation_id, [body.to_new()], user_id=user_id, conn=conn)
+            return 201, MessageOut.model_validate(message, from_attributes=True).model_dump(mode="json")
+
+        return _write_once(db, user_id, key, request, body, write)
 
     @app.get(
         "/conversations/{conversation_id}/messages",
@@ -377,6 +420,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+class SweepingCheck:
+    """The pool's check on lending a connection. After a restart or failover every pooled
+    connection is dead, not just the one being lent; the pool would find them one by one,
+    backing off a second or more after each. Sweeping the rest on the first failure makes
+    the retry get a fresh connection instead."""
+
+    def __init__(self) -> None:
+        self.pool: ConnectionPool | None = None
+        self._busy = threading.Lock()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None and self._busy.acquire(blocking=False):
+                try:
+                    self.pool.check()
+                finally:
+                    self._busy.release()
+            raise
+
+
+def _write_once(
+    db: Store,
+    user_id: str | None,
+    key: str | None,
+    request: Request,
+    body: Any,
+    write: Callable[[psycopg.Connection | None], tuple[int, Any]],
+) -> JSONResponse:
+    """Run a POST's write; with an Idempotency-Key, at most once per key (see Store.idempotent)."""
+    if key is None:
+        status, payload = write(None)
+        return JSONResponse(payload, status_code=status)
+    fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n{body.model_dump_json()}".encode()).hexdigest()
+    status, payload, replayed = db.idempotent(user_id or "", key, fingerprint, write)
+    return JSONResponse(payload, status_code=status, headers={"Idempotency-Replayed": "true"} if replayed else None)
+
+
+def _user_password(conninfo: str) -> tuple[str, str]:
+    params = conninfo_to_dict(conninfo)
+    return str(params.get("user", "")), str(params.get("password", ""))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     Handler = Callable[[Request, Any], Awaitable[Response]]
 
@@ -419,6 +506,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @register(InvalidInput)
     async def invalid_input(_: Request, exc: InvalidInput) -> Response:
         return error(422, "validation_error", str(exc))
+
+    @register(IdempotencyKeyReused)
+    async def key_reused(_: Request, exc: IdempotencyKeyReused) -> Response:
+        return error(422, "idempotency_key_reused", str(exc))
 
     @register(InvalidCursor)
     async def invalid_cursor(_: Request, exc: InvalidCursor) -> Response:

@@ -30,7 +30,7 @@ LEDGER_TABLE = "schema_migrations"
 DEFAULT_EMBEDDING_DIMENSION = 1536
 # pgvector's HNSW index handles at most 2,000 dimensions for the vector type.
 MAX_EMBEDDING_DIMENSION = 2000
-APP_TABLES = ("conversations", "messages")
+APP_TABLES = ("conversations", "messages", "idempotency_keys")
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

@@ -33,6 +33,8 @@ class Settings:
     statement_timeout_ms: int = 15_000
     max_body_bytes: int = 16 * MIB
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
+    db_secret_arn: str | None = None
+    """The application secret's ARN: credentials are re-read from it after a rotation."""
     host: str = "0.0.0.0"
     port: int = 8080
     log_level: str = "INFO"
@@ -75,6 +77,7 @@ class Settings:
             embedding_dimension=_int(
                 env, "EMBEDDING_DIMENSION", DEFAULT_EMBEDDING_DIMENSION, minimum=1, maximum=MAX_EMBEDDING_DIMENSION
             ),
+            db_secret_arn=env.get("DB_SECRET_ARN") or None,
             host=env.get("HOST", "0.0.0.0"),
             port=_int(env, "PORT", 8080, minimum=1, maximum=65535),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +28,8 @@ from .models import (
     title_from,
 )
 
+# How many of the most recent matching messages a search ranks.
+SEARCH_CANDIDATES = 500
 # Must match the expression of messages_content_fts_idx (migration 0003) exactly.
 FTS_DOCUMENT = "to_tsvector('simple'::regconfig, left(m.content, 100000))"
 
@@ -55,6 +58,13 @@ class InvalidInput(StoreError):
     code = "invalid_input"
 
 
+class IdempotencyKeyReused(StoreError):
+    code = "idempotency_key_reused"
+
+
+IDEMPOTENCY_TTL = "24 hours"
+
+
 class Store:
     def __init__(self, pool: ConnectionPool, *, embedding_dimension: int, timeout: float = 5.0) -> None:
         self.pool = pool
@@ -62,8 +72,15 @@ class Store:
         self.timeout = timeout
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
+    def _conn(self, existing: psycopg.Connection | None = None) -> Iterator[psycopg.Connection]:
+        if existing is not None:  # already inside a caller's transaction
+            yield existing
+            return
         with self.pool.connection(timeout=self.timeout) as conn:
+            # Autocommit: a single statement is its own transaction (one round trip, no
+            # BEGIN/COMMIT); work that needs more opens conn.transaction() explicitly.
+            if not conn.autocommit:
+                conn.autocommit = True
             yield conn
 
     # ------------------------------------------------------------ conversations
@@ -77,12 +94,13 @@ class Store:
         settings: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         messages: Sequence[NewMessage] = (),
+        conn: psycopg.Connection | None = None,
     ) -> Conversation:
         conversation_id = conversation_id or str(uuid.uuid4())
         self._check_embeddings(messages)
         if title is None:
             title = next((title_from(m.content) for m in messages if m.role == "user"), None)
-        with self._conn() as conn, conn.transaction():
+        with self._conn(conn) as conn, conn.transaction():
             row = conn.execute(
                 "INSERT INTO conversations (conversation_id, user_id, title, settings, metadata)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (conversation_id) DO NOTHING RETURNING 1",
@@ -97,36 +115,38 @@ class Store:
     def get_conversation(
         self, conversation_id: str, *, user_id: str | None = None, messages_limit: int | None = None
     ) -> Conversation:
-        with self._conn() as conn, conn.transaction():
-            # One snapshot, so message_count and messages agree.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        with self._conn() as conn:
             return self._get(conn, conversation_id, user_id, messages_limit)
 
     def _get(
         self, conn: psycopg.Connection, conversation_id: str, user_id: str | None, messages_limit: int | None
     ) -> Conversation:
         params = {"id": conversation_id, "user_id": user_id, "limit": messages_limit}
-        with conn.cursor(row_factory=dict_row) as cur:
-            head = cur.execute(
+        order = "ORDER BY m.seq" if messages_limit is None else "ORDER BY m.seq DESC LIMIT %(limit)s"
+        # Both reads in one snapshot (message_count and messages agree) and, pipelined, in
+        # one network round trip.
+        own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        head_cur = conn.cursor(row_factory=dict_row)
+        messages_cur = conn.cursor(row_factory=class_row(Message))
+        with conn.pipeline():
+            if own:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            head_cur.execute(
                 f"SELECT {_SUMMARY_COLUMNS}, c.settings, c.metadata FROM conversations c"
                 f" WHERE c.conversation_id = %(id)s AND {_OWNED}",
                 params,
-            ).fetchone()
+            )
+            messages_cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = %(id)s {order}", params
+            )
+            if own:
+                conn.execute("COMMIT")
+        head = head_cur.fetchone()
+        messages = messages_cur.fetchall()
         if head is None:
             raise NotFound(f"conversation {conversation_id!r} not found")
-        with conn.cursor(row_factory=class_row(Message)) as cur:
-            if messages_limit is None:
-                messages = cur.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = %(id)s ORDER BY m.seq",
-                    params,
-                ).fetchall()
-            else:
-                messages = cur.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = %(id)s"
-                    " ORDER BY m.seq DESC LIMIT %(limit)s",
-                    params,
-                ).fetchall()
-                messages.reverse()
+        if messages_limit is not None:
+            messages.reverse()
         return Conversation(**head, messages=messages)
 
     def list_conversations(
@@ -159,15 +179,17 @@ class Store:
         settings: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Conversation:
-        """Replace the given fields; None leaves a field as it is."""
-        with self._conn() as conn, conn.transaction():
-            row = conn.execute(
+        """Replace the given fields; None leaves a field as it is. Returns the conversation
+        without its messages."""
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
                 "UPDATE conversations c SET"
                 " title = coalesce(%(title)s, c.title),"
                 " settings = coalesce(%(settings)s, c.settings),"
                 " metadata = coalesce(%(metadata)s, c.metadata),"
                 " updated_at = now()"
-                f" WHERE c.conversation_id = %(id)s AND {_OWNED} RETURNING 1",
+                f" WHERE c.conversation_id = %(id)s AND {_OWNED}"
+                f" RETURNING {_SUMMARY_COLUMNS}, c.settings, c.metadata",
                 {
                     "id": conversation_id,
                     "user_id": user_id,
@@ -176,9 +198,9 @@ class Store:
                     "metadata": None if metadata is None else Jsonb(metadata),
                 },
             ).fetchone()
-            if row is None:
-                raise NotFound(f"conversation {conversation_id!r} not found")
-            return self._get(conn, conversation_id, user_id, 0)
+        if row is None:
+            raise NotFound(f"conversation {conversation_id!r} not found")
+        return Conversation(**row)
 
     def delete_conversation(self, conversation_id: str, *, user_id: str | None = None) -> None:
         with self._conn() as conn:
@@ -192,12 +214,18 @@ class Store:
     # ------------------------------------------------------------ messages
 
     def append_messages(
-        self, conversation_id: str, messages: Sequence[NewMessage], *, user_id: str | None = None
+        self,
+        conversation_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        user_id: str | None = None,
+        conn: psycopg.Connection | None = None,
     ) -> list[Message]:
         if not messages:
             raise InvalidInput("no messages to append")
         self._check_embeddings(messages)
-        with self._conn() as conn, conn.transaction():
+        with self._conn(conn) as conn:
+            # One statement: atomic on its own.
             return self._append(conn, conversation_id, user_id, messages)
 
     def _append(
@@ -252,25 +280,24 @@ class Store:
         that sequence number (``next_cursor`` continues forward); with ``before``, the
         ``limit`` messages just before it (``next_cursor`` continues backward)."""
         params = {"id": conversation_id, "user_id": user_id, "after": after, "before": before, "limit": limit + 1}
-        with self._conn() as conn, conn.transaction():
-            owned = conn.execute(
-                f"SELECT 1 FROM conversations c WHERE c.conversation_id = %(id)s AND {_OWNED}", params
-            ).fetchone()
-            if owned is None:
+        if before is None:
+            page_sql = "m.seq > %(after)s ORDER BY m.seq LIMIT %(limit)s"
+        else:
+            page_sql = "m.seq < %(before)s ORDER BY m.seq DESC LIMIT %(limit)s"
+        with self._conn() as conn:
+            owner_cur = conn.cursor()
+            rows_cur = conn.cursor(row_factory=class_row(Message))
+            with conn.pipeline():
+                owner_cur.execute(
+                    f"SELECT 1 FROM conversations c WHERE c.conversation_id = %(id)s AND {_OWNED}", params
+                )
+                rows_cur.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = %(id)s AND {page_sql}",
+                    params,
+                )
+            if owner_cur.fetchone() is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
-            with conn.cursor(row_factory=class_row(Message)) as cur:
-                if before is None:
-                    rows = cur.execute(
-                        f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-                        " WHERE m.conversation_id = %(id)s AND m.seq > %(after)s ORDER BY m.seq LIMIT %(limit)s",
-                        params,
-                    ).fetchall()
-                else:
-                    rows = cur.execute(
-                        f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-                        " WHERE m.conversation_id = %(id)s AND m.seq < %(before)s ORDER BY m.seq DESC LIMIT %(limit)s",
-                        params,
-                    ).fetchall()
+            rows = rows_cur.fetchall()
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -282,17 +309,29 @@ class Store:
     # ------------------------------------------------------------ search
 
     def search(self, query: str, *, user_id: str | None = None, limit: int = 20) -> list[SearchHit]:
+        """Full-text search: the best-ranked matches among the most recent
+        ``SEARCH_CANDIDATES`` matching messages. Bounding the candidates keeps a query for a
+        common word as cheap as one for a rare word; ranking and snippets run on that set."""
         with self._conn() as conn, conn.cursor(row_factory=class_row(SearchHit)) as cur:
             return cur.execute(
-                "SELECT m.conversation_id, c.title, m.id AS message_id, m.seq, m.role, m.created_at,"
-                "  ts_headline('simple'::regconfig, left(m.content, 100000), q,"
-                "              'MaxFragments=1, MaxWords=24, MinWords=8') AS snippet,"
-                f" ts_rank({FTS_DOCUMENT}, q)::float8 AS rank"
-                " FROM websearch_to_tsquery('simple'::regconfig, %(q)s) AS q,"
-                "      messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
-                f" WHERE {FTS_DOCUMENT} @@ q AND {_OWNED}"
-                " ORDER BY rank DESC, m.id DESC LIMIT %(limit)s",
-                {"q": query, "user_id": user_id, "limit": limit},
+                "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, %(q)s) AS q),"
+                " candidates AS ("
+                "  SELECT m.id FROM q, messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
+                f"  WHERE {FTS_DOCUMENT} @@ q.q AND {_OWNED}"
+                # "+ 0" keeps the planner off the primary key: walking it newest-first and
+                # testing each row's text would read the whole table for a rare term.
+                "  ORDER BY m.id + 0 DESC LIMIT %(candidates)s),"
+                " ranked AS ("
+                f"  SELECT m.id, ts_rank({FTS_DOCUMENT}, q.q)::float8 AS rank"
+                "  FROM q, candidates JOIN messages m ON m.id = candidates.id"
+                "  ORDER BY rank DESC, m.id DESC LIMIT %(limit)s)"
+                " SELECT m.conversation_id, c.title, m.id AS message_id, m.seq, m.role, m.created_at,"
+                "  ts_headline('simple'::regconfig, left(m.content, 100000), q.q,"
+                "              'MaxFragments=1, MaxWords=24, MinWords=8') AS snippet, ranked.rank"
+                " FROM q, ranked JOIN messages m ON m.id = ranked.id"
+                " JOIN conversations c ON c.conversation_id = m.conversation_id"
+                " ORDER BY ranked.rank DESC, m.id DESC",
+                {"q": query, "user_id": user_id, "limit": limit, "candidates": SEARCH_CANDIDATES},
             ).fetchall()
 
     def similar(
@@ -317,6 +356,43 @@ class Store:
                     " ORDER BY m.embedding <=> %(v)s::vector LIMIT %(limit)s",
                     {"v": _vector_literal(embedding), "user_id": user_id, "cid": conversation_id, "limit": limit},
                 ).fetchall()
+
+    # ------------------------------------------------------------ idempotency
+
+    def idempotent(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        write: Callable[[psycopg.Connection], tuple[int, Any]],
+    ) -> tuple[int, Any, bool]:
+        """Run ``write`` at most once per (scope, key): its status and JSON body are stored
+        in the same transaction, and a repeat returns them (third value True) instead of
+        writing again. Reusing a key for a different request is an error."""
+        with self._conn() as conn, conn.transaction():
+            fresh = conn.execute(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES (%s, %s, %s)"
+                " ON CONFLICT (scope, key) DO NOTHING RETURNING 1",
+                (scope, key, fingerprint),
+            ).fetchone()
+            if fresh is None:
+                # The first request committed (a concurrent one waited on the key's lock).
+                row = conn.execute(
+                    "SELECT fingerprint, status, response FROM idempotency_keys WHERE scope = %s AND key = %s",
+                    (scope, key),
+                ).fetchone()
+                assert row is not None
+                if row[0] != fingerprint:
+                    raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+                return int(row[1]), row[2], True
+            status, body = write(conn)
+            conn.execute(
+                "UPDATE idempotency_keys SET status = %s, response = %s WHERE scope = %s AND key = %s",
+                (status, Jsonb(body), scope, key),
+            )
+            if random.random() < 0.01:  # noqa: S311 - housekeeping, not security
+                conn.execute(f"DELETE FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL}'")
+            return status, body, False
 
     # ------------------------------------------------------------ import / export
 

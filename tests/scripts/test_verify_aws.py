@@ -110,7 +110,11 @@ def deployed(live_url, monkeypatch):
             )
         stack_outputs = {
             NAMES.network: {outputs.VPC_ID: vpc},
-            NAMES.data: {outputs.DATABASE_INSTANCE_ID: "conv-db", outputs.SCHEMA_VERSION: "3", **secret_arns},
+            NAMES.data: {
+                outputs.DATABASE_INSTANCE_ID: "conv-db",
+                outputs.SCHEMA_VERSION: str(verify.expected_schema_version()),
+                **secret_arns,
+            },
             NAMES.service: {
                 outputs.SERVICE_URL: live_url,
                 outputs.CLUSTER_NAME: "conv-cluster",

@@ -88,8 +88,11 @@ def from_database_url(url: str) -> PostgresServer:
     )
 
 
-def start_embedded_server(base: Path) -> PostgresServer:
-    """initdb a fresh cluster under ``base`` and start it on a free loopback port."""
+def start_embedded_server(base: Path, *, durable: bool = False) -> PostgresServer:
+    """initdb a fresh cluster under ``base`` and start it on a free loopback port.
+
+    Tests run without fsync (fast, disposable); ``durable=True`` keeps PostgreSQL's default
+    durability (fsync, synchronous commit), as the benchmarks need."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
     run_as = None
@@ -133,8 +136,12 @@ def start_embedded_server(base: Path) -> PostgresServer:
     with (data_dir / "postgresql.conf").open("a") as conf:
         conf.write(
             f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{data_dir}'\n"
-            "max_connections = 200\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            "max_connections = 200\n"
         )
+        if not durable:
+            conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+        else:
+            conf.write("shared_buffers = 256MB\nmaintenance_work_mem = 256MB\nmax_wal_size = 2GB\n")
     server = PostgresServer("127.0.0.1", port, SUPERUSER, password, data_dir, run_as, POSTGRES_BIN_PATH)
     server.start()
     return server

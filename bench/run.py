@@ -1,0 +1,581 @@
+#!/usr/bin/env python3
+"""The benchmark: this project's store and HTTP API against their peers and the physical floor.
+
+    python bench/run.py            # `make bench` (then bench/soak.py): 10k conversations, ~1M messages
+    python bench/run.py --quick    # `make bench-quick`: the same operations on a small data set
+
+One run, one embedded PostgreSQL (durable: fsync and synchronous commit on), each system in
+its own database, data loaded with COPY from a fixed seed. Every figure is the median over
+rounds of that round's p50/p95/p99. Writes bench/results/<date>.json and rewrites the
+results table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "service"))
+sys.path.insert(0, str(ROOT))
+
+from bench.systems import FULL, QUICK, RARE_TERMS, Floor, JsonColumn, LangChain, Ours, Shape, dataset, text  # noqa: E402
+from conversations.models import ConversationCursor, NewMessage  # noqa: E402
+from tests.support.postgres import remove, start_embedded_server  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "bench" / "README.md"
+P99_BUDGET_MS = 25.0
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+def measure(
+    fn: Callable[[int], Any], *, iterations: int, rounds: int, before: Callable[[int], Any] | None = None
+) -> dict[str, float]:
+    """Median over ``rounds`` of each round's percentiles, in milliseconds."""
+    per_round = []
+    i = 0
+    for _ in range(rounds):
+        samples = []
+        for _ in range(iterations):
+            if before is not None:
+                before(i)
+            started = time.perf_counter()
+            fn(i)
+            samples.append((time.perf_counter() - started) * 1000)
+            i += 1
+        per_round.append(percentiles(samples))
+    return {k: round(statistics.median(r[k] for r in per_round), 3) for k in ("p50", "p95", "p99")} | {
+        "n": iterations * rounds
+    }
+
+
+class Bench:
+    def __init__(self, shape: Shape, quick: bool) -> None:
+        self.shape, self.quick = shape, quick
+        self.iterations = 50 if quick else 200
+        self.rounds = 5
+        self.results: dict[str, Any] = {"operations": {}}
+        self.rng = random.Random(42)
+
+    def op(self, name: str, system: str, figures: dict[str, float]) -> None:
+        self.results["operations"].setdefault(name, {})[system] = figures
+        log(f"{name:<32} {system:<20} p50 {figures['p50']:8.3f} ms  p99 {figures['p99']:8.3f} ms")
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self, work: Path) -> None:
+        log("starting PostgreSQL (durable settings)")
+        self.server = start_embedded_server(work / "pg", durable=True)
+        names = {n: self.server.create_database(n) for n in ("ours", "langchain", "jsoncol", "floor")}
+        role, password = "bench_app", secrets.token_urlsafe(16)
+        self.ours = Ours(
+            self.server.conninfo(names["ours"]),
+            self.server.conninfo(names["ours"], role, password),
+            self.shape.dimension,
+        )
+        self.ours.setup(role, password)
+        self.langchain = LangChain(self.server.conninfo(names["langchain"]))
+        self.langchain.setup()
+        self.jsoncol = JsonColumn(self.server.conninfo(names["jsoncol"]))
+        self.jsoncol.setup()
+        self.floor = Floor(self.server.conninfo(names["floor"]))
+        self.floor.setup()
+        log(f"generating {self.shape.conversations} conversations, {self.shape.messages} messages (fixed seed)")
+        self.data = list(dataset(self.shape))
+        self.by_length: dict[int, list[str]] = {}
+        for c in self.data:
+            self.by_length.setdefault(len(c.messages), []).append(c.conversation_id)
+        for system, load in (
+            ("ours", lambda: self.ours.load(self.data, self.shape.embeddings)),
+            ("langchain-postgres", lambda: self.langchain.load(self.data)),
+            ("json-column", lambda: self.jsoncol.load(self.data)),
+        ):
+            started = time.perf_counter()
+            load()
+            log(f"loaded {system} with COPY in {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        self.ours.finish_load()
+        log(f"built full-text and HNSW indexes in {time.perf_counter() - started:.1f} s")
+        self.sample_transcript_check()
+        for system in (self.ours, self.langchain, self.jsoncol, self.floor):
+            system.open()
+
+    def sample_transcript_check(self) -> None:
+        """Every system returns the same transcript for a sampled conversation."""
+        self.ours.open(2)
+        self.langchain.open()
+        self.jsoncol.open()
+        try:
+            cid = self.by_length[100][0]
+            expected = [(r, t) for r, t, _ in next(c for c in self.data if c.conversation_id == cid).messages]
+            for system in (self.ours, self.langchain, self.jsoncol):
+                assert system.full(cid) == expected, f"{system.name} returned a different transcript"
+        finally:
+            self.ours.close()
+            self.langchain.close()
+            self.jsoncol.close()
+        log("all systems return the same transcript for a sampled conversation")
+
+    # ------------------------------------------------------------ operations
+
+    def run_operations(self) -> None:
+        small = text(self.rng, 200)
+        kw = {"iterations": self.iterations, "rounds": self.rounds}
+        self.op("floor: durable INSERT", "floor", measure(lambda i: self.floor.insert(small), **kw))
+        self.op("floor: SELECT 1", "floor", measure(lambda i: self.floor.select1(), **kw))
+
+        for length in sorted(self.by_length):
+            if length < 10:
+                continue
+            ids = self.by_length[length][:20]
+            for system in (self.ours, self.langchain, self.jsoncol):
+                iterations = self.iterations if not (system is self.jsoncol and length >= 1000) else 30
+                self.op(
+                    f"append @ {length} messages",
+                    system.name,
+                    measure(
+                        lambda i, s=system, ids=ids: s.append(ids[i % len(ids)], "user", small),
+                        iterations=iterations,
+                        rounds=self.rounds,
+                    ),
+                )
+
+        for system in (self.ours, self.langchain, self.jsoncol):
+            self.op(
+                "create + first message",
+                system.name,
+                measure(lambda i, s=system: s.create(str(uuid.uuid4()), small), **kw),
+            )
+
+        ids_1k = self.by_length[1000][:20]
+        for system in (self.ours, self.langchain, self.jsoncol):
+            slow = system is not self.ours
+            self.op(
+                "read last 50 @ 1k messages",
+                system.name,
+                measure(
+                    lambda i, s=system: s.last(ids_1k[i % len(ids_1k)], 50),
+                    iterations=30 if slow else self.iterations,
+                    rounds=self.rounds,
+                ),
+            )
+            self.op(
+                "full read @ 1k messages",
+                system.name,
+                measure(lambda i, s=system: s.full(ids_1k[i % len(ids_1k)]), iterations=30, rounds=self.rounds),
+            )
+
+        store = self.ours.store
+        assert store is not None
+        cursor, page = None, 1
+        while page < 100:
+            result = store.list_conversations(user_id="heavy-user", limit=20, cursor=cursor)
+            assert result.next_cursor, "the heavy user has fewer than 100 pages"
+            cursor = ConversationCursor.decode(result.next_cursor)
+            page += 1
+        self.op(
+            "list recent, page 1",
+            "ours",
+            measure(lambda i: store.list_conversations(user_id="heavy-user", limit=20), **kw),
+        )
+        self.op(
+            "list recent, page 100 (cursor)",
+            "ours",
+            measure(lambda i: store.list_conversations(user_id="heavy-user", limit=20, cursor=cursor), **kw),
+        )
+
+        victims: dict[str, list[str]] = {}
+        batch = [("user" if m % 2 == 0 else "assistant", text(self.rng, 200)) for m in range(100)]
+
+        def prepare(system: Any, i: int) -> None:
+            cid = str(uuid.uuid4())
+            if system is self.ours:
+                assert store is not None
+                store.create_conversation(conversation_id=cid, messages=[NewMessage(r, t) for r, t in batch])
+            elif system is self.langchain:
+                from langchain_core.messages import AIMessage, HumanMessage
+
+                system.history(cid).add_messages([HumanMessage(t) if r == "user" else AIMessage(t) for r, t in batch])
+            else:
+                system.create(cid, batch[0][1])
+                for r, t in batch[1:]:
+                    system.append(cid, r, t)
+            victims.setdefault(system.name, []).append(cid)
+
+        for system in (self.ours, self.langchain, self.jsoncol):
+            self.op(
+                "delete (100 messages)",
+                system.name,
+                measure(
+                    lambda i, s=system: s.delete(victims[s.name][-1]),
+                    iterations=20,
+                    rounds=self.rounds,
+                    before=lambda i, s=system: prepare(s, i),
+                ),
+            )
+
+        rare = [f"k{self.rng.randrange(RARE_TERMS)}" for _ in range(100)]
+        self.op(
+            "full-text search, selective term",
+            "ours",
+            measure(lambda i: store.search(rare[i % len(rare)], limit=20), **kw),
+        )
+        self.op(
+            "full-text search, term in every message",
+            "ours",
+            measure(
+                lambda i: store.search(self.rng.choice(["replica", "tenant", "latency"]), limit=20),
+                iterations=10,
+                rounds=self.rounds,
+            ),
+        )
+        vectors = [[self.rng.uniform(-1, 1) for _ in range(self.shape.dimension)] for _ in range(50)]
+        self.op(
+            f"similar vectors ({self.shape.embeddings} embeddings)",
+            "ours",
+            measure(lambda i: store.similar(vectors[i % len(vectors)], limit=10), **kw),
+        )
+
+    # ------------------------------------------------------------ mixed workload
+
+    def run_mixed(self) -> None:
+        duration = 5.0 if self.quick else 20.0
+        mixed: dict[str, Any] = {}
+        for clients in (1, 2, 4, 8):
+            results: list[tuple[list[float], int]] = []
+            stop = time.monotonic() + duration
+            threads = [threading.Thread(target=self._mixed_client, args=(n, stop, results)) for n in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            latencies = [x for samples, _ in results for x in samples]
+            figures = percentiles(latencies)
+            mixed[str(clients)] = {
+                **{k: round(v, 3) for k, v in figures.items()},
+                "ops_per_s": round(len(latencies) / duration, 1),
+                "errors": sum(errors for _, errors in results),
+            }
+            log(f"mixed, {clients} client(s): {mixed[str(clients)]}")
+        self.results["mixed"] = mixed
+
+    def _mixed_client(self, seed: int, stop: float, results: list[tuple[list[float], int]]) -> None:
+        """One client of the mixed workload: 60% read, 25% append, 10% list, 3% create,
+        1.5% delete (of its own creations), 0.5% search."""
+        store = self.ours.store
+        assert store is not None
+        reads = self.by_length[100]
+        rng = random.Random(seed)
+        mine: list[str] = []
+        local: list[float] = []
+        errors = 0
+        while time.monotonic() < stop:
+            roll = rng.random() * 100
+            started = time.perf_counter()
+            try:
+                if roll < 60:
+                    store.get_conversation(rng.choice(reads), messages_limit=50)
+                elif roll < 85:
+                    store.append_messages(rng.choice(reads), [NewMessage("user", "mixed append")])
+                elif roll < 95:
+                    store.list_conversations(user_id=f"user-{rng.randrange(500)}", limit=20)
+                elif roll < 98:
+                    cid = str(uuid.uuid4())
+                    store.create_conversation(conversation_id=cid, messages=[NewMessage("user", "hello")])
+                    mine.append(cid)
+                elif roll < 99.5:
+                    if mine:
+                        store.delete_conversation(mine.pop())
+                else:
+                    store.search(f"k{rng.randrange(RARE_TERMS)}", limit=20)
+            except Exception:  # noqa: BLE001 - counted and reported
+                errors += 1
+            local.append((time.perf_counter() - started) * 1000)
+        results.append((local, errors))  # list.append is atomic under the GIL
+
+    # ------------------------------------------------------------ HTTP
+
+    def run_http(self) -> None:
+        """The service in its own process; load from another at fixed request rates."""
+        token = secrets.token_urlsafe(24)
+        port = _free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.ours.app_conninfo,
+            "API_TOKEN": token,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "EMBEDDING_DIMENSION": str(self.shape.dimension),
+            "LOG_LEVEL": "WARNING",
+            "POOL_MAX_SIZE": "10",
+        }
+        service = subprocess.Popen(
+            [sys.executable, "-m", "conversations"],
+            cwd=ROOT / "service",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_http(port)
+            duration = 5 if self.quick else 15
+            steps = []
+            sustainable = 0
+            for rate in (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200):
+                load = subprocess.run(
+                    [
+                        sys.executable,
+                        str(ROOT / "bench" / "http_load.py"),
+                        "--url",
+                        f"http://127.0.0.1:{port}",
+                        "--token",
+                        token,
+                        "--rate",
+                        str(rate),
+                        "--duration",
+                        str(duration),
+                        "--service-pid",
+                        str(service.pid),
+                        "--ids",
+                        ",".join(self.by_length[100][:200]),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=duration * 10 + 60,
+                )
+                step = json.loads(load.stdout)
+                steps.append(step)
+                ok = step["p99_ms"] <= P99_BUDGET_MS and step["errors"] == 0 and step["achieved_rps"] >= rate * 0.95
+                log(
+                    f"http @ {rate} rps: p50 {step['p50_ms']} ms, p99 {step['p99_ms']} ms, errors {step['errors']}, "
+                    f"service CPU {step['service_cpu_cores']} cores -> {'ok' if ok else 'over budget'}"
+                )
+                if not ok:
+                    break
+                sustainable = rate
+            self.results["http"] = {
+                "p99_budget_ms": P99_BUDGET_MS,
+                "mix": "60% read last 50, 30% append, 10% list page 1",
+                "service": "one uvicorn process (one core at most: the GIL), pool of 10",
+                "sustainable_rps": sustainable,
+                "rps_per_core": sustainable,
+                "steps": steps,
+            }
+        finally:
+            service.terminate()
+            service.wait(30)
+
+    # ------------------------------------------------------------ report
+
+    def targets(self) -> list[dict[str, Any]]:
+        ops = self.results["operations"]
+        floor = ops["floor: durable INSERT"]["floor"]["p50"]
+        out = []
+        worst = max(ops[f"append @ {n} messages"]["ours"]["p50"] / floor for n in sorted(self.by_length) if n >= 10)
+        out.append(
+            {
+                "target": "append p50 within 3x of the durable INSERT floor, at every length",
+                "ratio": round(worst, 2),
+                "met": worst <= 3,
+            }
+        )
+        ratio = ops["append @ 1000 messages"]["json-column"]["p50"] / ops["append @ 1000 messages"]["ours"]["p50"]
+        out.append(
+            {
+                "target": "append @ 1k messages >= 10x faster than the JSON column",
+                "ratio": round(ratio, 1),
+                "met": ratio >= 10,
+            }
+        )
+        ratio = (
+            ops["full read @ 1k messages"]["langchain-postgres"]["p50"]
+            / ops["read last 50 @ 1k messages"]["ours"]["p50"]
+        )
+        out.append(
+            {
+                "target": "last-50 read @ 1k messages >= 20x faster than langchain-postgres's history read",
+                "ratio": round(ratio, 1),
+                "met": ratio >= 20,
+            }
+        )
+        ratio = ops["list recent, page 100 (cursor)"]["ours"]["p50"] / ops["list recent, page 1"]["ours"]["p50"]
+        out.append({"target": "list page 100 within 1.5x of page 1", "ratio": round(ratio, 2), "met": ratio <= 1.5})
+        if "http" in self.results:
+            out.append(
+                {
+                    "target": f"HTTP requests/s per core at p99 <= {P99_BUDGET_MS:g} ms (autoscaling cites it)",
+                    "ratio": self.results["http"]["rps_per_core"],
+                    "met": self.results["http"]["rps_per_core"] > 0,
+                }
+            )
+        return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(port: int, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the service did not become healthy")
+
+
+def render_table(results: dict[str, Any]) -> str:
+    systems = ["ours", "langchain-postgres", "json-column", "floor"]
+    lines = [
+        f"Run of {results['date']} ({results['mode']}, {results['machine']['cores']} cores, "
+        f"PostgreSQL {results['machine']['postgres']}, {results['dataset']['conversations']} conversations, "
+        f"{results['dataset']['messages']} messages). Milliseconds: p50 / p99 (median of "
+        f"{results['rounds']} rounds).",
+        "",
+        "| Operation | " + " | ".join(systems) + " |",
+        "| --- |" + " ---: |" * len(systems),
+    ]
+    for name, by_system in results["operations"].items():
+        cells = []
+        for system in systems:
+            f = by_system.get(system)
+            cells.append(f"{f['p50']:.2f} / {f['p99']:.2f}" if f else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Mixed workload on this project's store (60% read, 25% append, 10% list, 3% create, 1.5% delete, 0.5% search):",
+        "",
+        "| Clients | ops/s | p50 ms | p95 ms | p99 ms | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for clients, m in results.get("mixed", {}).items():
+        lines.append(
+            f"| {clients} | {m['ops_per_s']} | {m['p50']:.2f} | {m['p95']:.2f} | {m['p99']:.2f} | {m['errors']} |"
+        )
+    if "http" in results:
+        h = results["http"]
+        lines += [
+            "",
+            f"HTTP API ({h['service']}; {h['mix']}), fixed request rates from a separate process:",
+            "",
+            "| Offered rps | Achieved rps | p50 ms | p99 ms | errors | service CPU (cores) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in h["steps"]:
+            lines.append(
+                f"| {s['rate']} | {s['achieved_rps']} | {s['p50_ms']} | {s['p99_ms']} | {s['errors']} | "
+                f"{s['service_cpu_cores']} |"
+            )
+        lines.append(
+            f"\nSustainable at p99 <= {h['p99_budget_ms']:g} ms: **{h['sustainable_rps']} requests/s per "
+            "core** (one service process)."
+        )
+    lines += ["", "| Target | Ratio | Met |", "| --- | ---: | :---: |"]
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {t['ratio']} | {'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    readme = README.read_text()
+    before, _, rest = readme.partition(start)
+    _, _, after = rest.partition(end)
+    README.write_text(f"{before}{start}\n{table}\n{end}{after}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small data set: minutes, not an hour")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP load steps")
+    args = parser.parse_args()
+    shape = QUICK if args.quick else FULL
+    bench = Bench(shape, args.quick)
+    work = Path(tempfile.mkdtemp(prefix="conversations-bench-"))
+    started = time.monotonic()
+    try:
+        bench.setup(work)
+        bench.run_operations()
+        bench.run_mixed()
+        if not args.no_http:
+            bench.run_http()
+    finally:
+        for system in ("ours", "langchain", "jsoncol", "floor"):
+            if hasattr(bench, system):
+                getattr(bench, system).close()
+        if hasattr(bench, "server"):
+            remove(bench.server)
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "mode": "quick" if args.quick else "full",
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "postgres": "16.2 (pgserver)",
+            "platform": platform.platform(),
+        },
+        "dataset": {
+            "conversations": shape.conversations,
+            "messages": shape.messages,
+            "lengths": shape.lengths,
+            "big_messages": shape.big_messages,
+            "embeddings": shape.embeddings,
+            "dimension": shape.dimension,
+            "heavy_user_conversations": shape.heavy_user_conversations,
+        },
+        "rounds": bench.rounds,
+        "duration_s": round(time.monotonic() - started, 1),
+        **bench.results,
+    }
+    results["targets"] = bench.targets()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    path = RESULTS / f"{results['date']}{suffix}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    table = render_table(results)
+    update_readme(table)
+    print(table)
+    log(f"wrote {path.relative_to(ROOT)} and the table in bench/README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

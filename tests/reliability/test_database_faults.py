@@ -1,0 +1,186 @@
+"""Database faults with the real service over HTTP: the database stopped and restarted, and
+connections killed server-side. Nothing acknowledged is lost; nothing is written twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import psycopg
+
+from tests.support.live import serve
+from tests.support.service import TOKEN, make_settings
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def call(
+    method: str, url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 15
+) -> tuple[int, dict, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={**HEADERS, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}, response.headers
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else {}, error.headers
+
+
+def test_database_down_means_fast_503s_unhealthy_but_alive_then_recovery_without_restart(own_pg, fault_db):
+    with serve(make_settings(fault_db.app, pool_timeout=2.0, pool_min_size=2)) as url:
+        assert call("POST", f"{url}/conversations", {"conversation_id": "before"})[0] == 201
+        # Given the database goes away
+        own_pg.stop("fast")
+        try:
+            # When a write arrives, Then it is refused quickly with 503 and Retry-After
+            started = time.monotonic()
+            status, body, headers = call(
+                "POST", f"{url}/conversations/before/messages", {"role": "user", "content": "while down"}
+            )
+            elapsed = time.monotonic() - started
+            assert status == 503 and body["error"] == "database_unavailable"
+            assert headers["Retry-After"] == "5"
+            assert elapsed < 2.0 + 3.0, f"the write hung for {elapsed:.1f} s"
+            # And readiness says unhealthy while liveness stays up (the ALB keeps the task)
+            assert call("GET", f"{url}/health")[0] == 503
+            assert call("GET", f"{url}/health/live")[0] == 200
+        finally:
+            own_pg.start()
+        # When it returns, Then the same process serves again within seconds
+        started = time.monotonic()
+        while True:
+            status, _, _ = call("POST", f"{url}/conversations/before/messages", {"role": "user", "content": "back"})
+            if status == 201:
+                break
+            assert time.monotonic() - started < 15, "the service did not recover"
+            time.sleep(0.2)
+        recovery = time.monotonic() - started
+        assert recovery < 10
+        assert call("GET", f"{url}/health")[1]["status"] == "healthy"
+    with psycopg.connect(fault_db.admin) as conn:
+        assert conn.execute("SELECT content FROM messages ORDER BY seq").fetchall() == [("back",)]
+
+
+def test_concurrent_writers_across_a_restart_lose_nothing_and_duplicate_nothing(own_pg, fault_db):
+    writers, per_writer = 4, 60
+    acknowledged = {n: [] for n in range(writers)}
+    attempts = {"total": 0, "retries": 0, "replayed": 0}
+    lock = threading.Lock()
+    with serve(make_settings(fault_db.app, pool_timeout=1.0, pool_min_size=2)) as url:
+        for n in range(writers):
+            assert call("POST", f"{url}/conversations", {"conversation_id": f"w{n}"})[0] == 201
+
+        def writer(n: int) -> None:
+            for k in range(per_writer):
+                key = f"w{n}-m{k}"
+                deadline = time.monotonic() + 60
+                while True:
+                    with lock:
+                        attempts["total"] += 1
+                    try:
+                        status, body, headers = call(
+                            "POST",
+                            f"{url}/conversations/w{n}/messages",
+                            {"role": "user", "content": key},
+                            {"Idempotency-Key": key},
+                            timeout=10,
+                        )
+                    except OSError:
+                        status, body, headers = 0, {}, {}
+                    if 200 <= status < 300:
+                        with lock:
+                            acknowledged[n].append((body["seq"], body["content"]))
+                            attempts["replayed"] += headers.get("Idempotency-Replayed") == "true"
+                        break
+                    assert status in (0, 503), (status, body)
+                    assert time.monotonic() < deadline, f"{key} never succeeded"
+                    with lock:
+                        attempts["retries"] += 1
+                    time.sleep(0.1)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+        for t in threads:
+            t.start()
+        # Crash the database while every writer is mid-sequence.
+        while sum(len(v) for v in acknowledged.values()) < writers * per_writer // 4:
+            time.sleep(0.01)
+        own_pg.stop("immediate")  # a crash, not a clean shutdown
+        time.sleep(1.5)
+        own_pg.start()
+        for t in threads:
+            t.join(120)
+    with psycopg.connect(fault_db.admin) as conn:
+        for n in range(writers):
+            rows = conn.execute(
+                "SELECT seq, content FROM messages WHERE conversation_id = %s ORDER BY seq", (f"w{n}",)
+            ).fetchall()
+            # Every acknowledged write is there, in order, exactly once, with the seq it was given.
+            assert [c for _, c in rows] == [f"w{n}-m{k}" for k in range(per_writer)]
+            assert rows == sorted(acknowledged[n])
+            count = conn.execute(
+                "SELECT message_count FROM conversations WHERE conversation_id = %s", (f"w{n}",)
+            ).fetchone()[0]
+            assert count == per_writer
+    assert attempts["retries"] > 0, "the restart happened after the writes: the test proved nothing"
+    print(
+        f"\n  restart under load: {writers * per_writer} writes acknowledged, {writers * per_writer} found, "
+        f"{attempts['retries']} retries, {attempts['replayed']} replayed by Idempotency-Key"
+    )
+
+
+def test_pool_recovers_from_connections_killed_server_side(fault_db):
+    with serve(make_settings(fault_db.app, pool_min_size=4, pool_max_size=4)) as url:
+        assert call("POST", f"{url}/conversations", {"conversation_id": "k"})[0] == 201
+        with psycopg.connect(fault_db.admin, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (fault_db.app_role,)
+            ).fetchone()[0]
+        assert killed >= 1
+        statuses = [
+            call("POST", f"{url}/conversations/k/messages", {"role": "user", "content": f"after {i}"})[0]
+            for i in range(20)
+        ]
+        assert statuses == [201] * 20
+
+
+def test_idempotency_key_replays_and_refuses_reuse(fault_db):
+    with serve(make_settings(fault_db.app)) as url:
+        call("POST", f"{url}/conversations", {"conversation_id": "idem"})
+        first = call(
+            "POST",
+            f"{url}/conversations/idem/messages",
+            {"role": "user", "content": "once"},
+            {"Idempotency-Key": "abc"},
+        )
+        again = call(
+            "POST",
+            f"{url}/conversations/idem/messages",
+            {"role": "user", "content": "once"},
+            {"Idempotency-Key": "abc"},
+        )
+        assert first[0] == again[0] == 201 and first[1] == again[1]
+        assert again[2].get("Idempotency-Replayed") == "true" and "Idempotency-Replayed" not in first[2]
+        other = call(
+            "POST",
+            f"{url}/conversations/idem/messages",
+            {"role": "user", "content": "different"},
+            {"Idempotency-Key": "abc"},
+        )
+        assert other[0] == 422 and other[1]["error"] == "idempotency_key_reused"
+        # Keys are per caller: another user's same key is a different request.
+        created = call(
+            "POST", f"{url}/conversations", {"conversation_id": "idem2"}, {"Idempotency-Key": "abc", "X-User-Id": "u2"}
+        )
+        assert created[0] == 201
+        replay = call(
+            "POST", f"{url}/conversations", {"conversation_id": "idem2"}, {"Idempotency-Key": "abc", "X-User-Id": "u2"}
+        )
+        assert replay[0] == 201 and replay[2].get("Idempotency-Replayed") == "true"
+    with psycopg.connect(fault_db.admin) as conn:
+        assert conn.execute("SELECT count(*) FROM messages WHERE conversation_id = 'idem'").fetchone()[0] == 1
