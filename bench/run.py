@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ class Bench:
                 continue
             ids = self.by_length[length][:20]
             for system in (self.ours, self.langchain, self.jsoncol):
-                iterations = self.iterations if not (system is self.jsoncol and length >= 1000) else 30
+                iterations = self.iterations if not (system is self.jsoncol and length >= 100) else 30
                 self.op(
                     f"append @ {length} messages",
                     system.name,
@@ -253,7 +254,7 @@ class Bench:
             "ours",
             measure(
                 lambda i: store.search(self.rng.choice(["replica", "tenant", "latency"]), limit=20),
-                iterations=10,
+                iterations=3,
                 rounds=self.rounds,
             ),
         )
@@ -326,53 +327,12 @@ class Bench:
     def run_http(self) -> None:
         """The service in its own process; load from another at fixed request rates."""
         token = secrets.token_urlsafe(24)
-        port = _free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": self.ours.app_conninfo,
-            "API_TOKEN": token,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "EMBEDDING_DIMENSION": str(self.shape.dimension),
-            "LOG_LEVEL": "WARNING",
-            "POOL_MAX_SIZE": "10",
-        }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "conversations"],
-            cwd=ROOT / "service",
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_http(port)
+        with service_process(self.ours.app_conninfo, token, self.shape.dimension) as (port, pid):
             duration = 5 if self.quick else 15
             steps = []
             sustainable = 0
             for rate in (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200):
-                load = subprocess.run(
-                    [
-                        sys.executable,
-                        str(ROOT / "bench" / "http_load.py"),
-                        "--url",
-                        f"http://127.0.0.1:{port}",
-                        "--token",
-                        token,
-                        "--rate",
-                        str(rate),
-                        "--duration",
-                        str(duration),
-                        "--service-pid",
-                        str(service.pid),
-                        "--ids",
-                        ",".join(self.by_length[100][:200]),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=duration * 10 + 60,
-                )
-                step = json.loads(load.stdout)
+                step = load_step(port, token, rate, duration, pid, self.by_length[100][:200])
                 steps.append(step)
                 ok = step["p99_ms"] <= P99_BUDGET_MS and step["errors"] == 0 and step["achieved_rps"] >= rate * 0.95
                 log(
@@ -390,9 +350,6 @@ class Bench:
                 "rps_per_core": sustainable,
                 "steps": steps,
             }
-        finally:
-            service.terminate()
-            service.wait(30)
 
     # ------------------------------------------------------------ report
 
@@ -438,6 +395,58 @@ class Bench:
                 }
             )
         return out
+
+
+@contextmanager
+def service_process(database_url: str, token: str, dimension: int) -> Iterator[tuple[int, int]]:
+    """The service as operators run it (``python -m conversations``) in its own process;
+    yields its port and pid once /health answers."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "API_TOKEN": token,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "EMBEDDING_DIMENSION": str(dimension),
+        "LOG_LEVEL": "WARNING",
+        "POOL_MAX_SIZE": "10",
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "conversations"],
+        cwd=ROOT / "service",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_http(port)
+        yield port, service.pid
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+def load_step(port: int, token: str, rate: int, duration: float, pid: int, ids: list[str]) -> dict[str, Any]:
+    """One fixed-rate load run from a separate process (bench/http_load.py)."""
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "http_load.py"),
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--token",
+        token,
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--service-pid",
+        str(pid),
+        "--ids",
+        ",".join(ids),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration * 10 + 60)
+    return dict(json.loads(done.stdout))
 
 
 def _free_port() -> int:

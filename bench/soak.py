@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -28,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "service"))
 sys.path.insert(0, str(ROOT))
 
-from bench.run import _free_port, _wait_http  # noqa: E402
+from bench.run import load_step, service_process  # noqa: E402
 from conversations.migrate import ensure_app_role, migrate  # noqa: E402
 from tests.support.postgres import remove, start_embedded_server  # noqa: E402
 
@@ -72,53 +70,13 @@ def main() -> int:
                 "FROM generate_series(1, 200) c, generate_series(1, 100) s"
             )
             conn.execute("ANALYZE")
-        token, port = secrets.token_urlsafe(24), _free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": server.conninfo(db, "soak_app", password),
-            "API_TOKEN": token,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "EMBEDDING_DIMENSION": "384",
-            "LOG_LEVEL": "WARNING",
-        }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "conversations"],
-            cwd=ROOT / "service",
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_http(port)
-            process = psutil.Process(service.pid)
-            ids = ",".join(f"soak-{n}" for n in range(1, 201))
+        token = secrets.token_urlsafe(24)
+        with service_process(server.conninfo(db, "soak_app", password), token, 384) as (port, pid):
+            process = psutil.Process(pid)
+            ids = [f"soak-{n}" for n in range(1, 201)]
             samples = []
             for window in range(windows):
-                step = json.loads(
-                    subprocess.run(
-                        [
-                            sys.executable,
-                            str(ROOT / "bench" / "http_load.py"),
-                            "--url",
-                            f"http://127.0.0.1:{port}",
-                            "--token",
-                            token,
-                            "--rate",
-                            str(rate),
-                            "--duration",
-                            str(WINDOW_S),
-                            "--service-pid",
-                            str(service.pid),
-                            "--ids",
-                            ids,
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                        timeout=WINDOW_S * 10,
-                    ).stdout
-                )
+                step = load_step(port, token, rate, WINDOW_S, pid, ids)
                 step["rss_mib"] = round(process.memory_info().rss / 2**20, 1)
                 step["window"] = window + 1
                 samples.append(step)
@@ -128,9 +86,6 @@ def main() -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-        finally:
-            service.terminate()
-            service.wait(30)
     finally:
         remove(server)
 

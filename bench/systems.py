@@ -218,13 +218,24 @@ class Ours:
         self.store.delete_conversation(cid)
 
 
-class LangChain:
-    name = "langchain-postgres"
-    table = "chat_history"
+class _OneConnection:
+    """A peer that works on one plain psycopg connection, as its users would."""
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
         self.conn: psycopg.Connection | None = None
+
+    def open(self) -> None:
+        self.conn = psycopg.connect(self.conninfo)
+
+    def close(self) -> None:
+        if self.conn:
+            self.conn.close()
+
+
+class LangChain(_OneConnection):
+    name = "langchain-postgres"
+    table = "chat_history"
 
     def setup(self) -> None:
         from langchain_postgres import PostgresChatMessageHistory
@@ -245,13 +256,6 @@ class LangChain:
                     copy.write_row((c.conversation_id, json.dumps(_lc_message(role, content)), created))
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-
-    def open(self) -> None:
-        self.conn = psycopg.connect(self.conninfo)
-
-    def close(self) -> None:
-        if self.conn:
-            self.conn.close()
 
     def history(self, cid: str) -> Any:
         from langchain_postgres import PostgresChatMessageHistory
@@ -292,15 +296,11 @@ def _lc_message(role: str, content: str) -> dict[str, Any]:
     }
 
 
-class JsonColumn:
+class JsonColumn(_OneConnection):
     """The earlier stores: conversations(conversation_id, title, created_at, updated_at,
     messages JSON, settings JSON); every save reads, changes and rewrites ``messages``."""
 
     name = "json-column"
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.conn: psycopg.Connection | None = None
 
     def setup(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
@@ -324,13 +324,6 @@ class JsonColumn:
                 copy.write_row((c.conversation_id, c.title, c.updated_at, c.updated_at, json.dumps(body)))
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-
-    def open(self) -> None:
-        self.conn = psycopg.connect(self.conninfo)
-
-    def close(self) -> None:
-        if self.conn:
-            self.conn.close()
 
     def append(self, cid: str, role: str, content: str) -> None:
         assert self.conn

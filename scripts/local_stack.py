@@ -111,9 +111,29 @@ def _local_app_secret(data_dir: Path, role: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(database_url: str, token: str, host: str, port: int, embedding_dimension: int) -> Iterator[str]:
+def serve_app(app: Any, host: str, port: int) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a thread until the block ends; yields its URL."""
     import uvicorn
 
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SystemExit(f"the service did not start on {host}:{port} (is the port in use? set PORT)")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@contextmanager
+def serving(database_url: str, token: str, host: str, port: int, embedding_dimension: int) -> Iterator[str]:
     from conversations import logs
     from conversations.api import create_app
     from conversations.settings import Settings
@@ -129,22 +149,8 @@ def serving(database_url: str, token: str, host: str, port: int, embedding_dimen
         }
     )
     logs.configure(settings.log_level)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10
-        )
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit(f"the service did not start on {host}:{port} (is the port in use? set PORT)")
-        time.sleep(0.05)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_app(create_app(settings), host, port) as url:
+        yield url
 
 
 def banner(url: str, token: str, generated: bool, data_dir: Path) -> str:

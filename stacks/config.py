@@ -25,6 +25,19 @@ _FARGATE_MEMORY = {
 }
 
 
+# Requests per second one core of the service sustains at p99 <= 25 ms: the HTTP figure of
+# the benchmark (bench/README.md, the full run recorded in bench/results/). A task's
+# request-count scaling target is this, times its vCPUs, at 60% so scale-out starts before
+# latency suffers. tests/infra/test_config.py keeps it equal to the recorded run.
+HTTP_RPS_PER_CORE = 200
+SCALING_HEADROOM = 0.6
+
+
+def requests_per_target_per_minute(cpu_units: int) -> int:
+    """The ALB requests per task per minute that the request-count scaling policy targets."""
+    return max(10, int(HTTP_RPS_PER_CORE * cpu_units / 1024 * SCALING_HEADROOM * 60))
+
+
 class ConfigError(ValueError):
     """A context value is invalid; the message names the key."""
 
@@ -52,7 +65,8 @@ class DeploymentConfig:
     max_tasks: int
     cpu: int
     memory_mib: int
-    requests_per_target_per_minute: int
+    requests_per_target_per_minute: int | None
+    """None: derived from the benchmark (requests_per_target_per_minute()) for the task's CPU."""
     certificate_arn: str | None
     allowed_cidrs: tuple[str, ...]
     alarm_email: str | None
@@ -69,6 +83,12 @@ class DeploymentConfig:
         # Performance Insights is not offered on the smallest burstable classes.
         size = self.db_instance_class.split(".")[-1]
         return size not in ("micro", "small")
+
+    @property
+    def requests_per_target(self) -> int:
+        if self.requests_per_target_per_minute is not None:
+            return self.requests_per_target_per_minute
+        return requests_per_target_per_minute(self.cpu)
 
     @property
     def azs(self) -> tuple[str, ...]:
@@ -90,7 +110,7 @@ _DEV: dict[str, Any] = dict(
     max_tasks=3,
     cpu=256,
     memory_mib=512,
-    requests_per_target_per_minute=3000,
+    requests_per_target_per_minute=None,
     certificate_arn=None,
     allowed_cidrs=("0.0.0.0/0",),
     alarm_email=None,

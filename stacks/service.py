@@ -236,7 +236,7 @@ class ConversationService(Construct):
         )
         scaling.scale_on_request_count(
             "Requests",
-            requests_per_target=config.requests_per_target_per_minute,
+            requests_per_target=config.requests_per_target,
             target_group=self.target_group,
             scale_in_cooldown=cdk.Duration.minutes(5),
             scale_out_cooldown=cdk.Duration.minutes(1),

@@ -515,10 +515,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_cursor(_: Request, exc: InvalidCursor) -> Response:
         return error(400, "invalid_cursor", str(exc))
 
-    @register(psycopg.OperationalError)
-    async def database_down(_: Request, exc: psycopg.OperationalError) -> Response:
-        # Covers a refused or dropped connection, a pool that stayed busy past its
-        # timeout (PoolTimeout) and a statement over statement_timeout (QueryCanceled).
+    async def database_unavailable(_: Request, exc: Exception) -> Response:
+        # OperationalError covers a refused or dropped connection, a pool that stayed busy
+        # past its timeout (PoolTimeout) and a statement over statement_timeout
+        # (QueryCanceled); InterfaceError a connection lost mid-request.
         log.warning("database unavailable", extra={"error_type": type(exc).__name__})
         return error(
             503,
@@ -527,15 +527,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": RETRY_AFTER_SECONDS},
         )
 
-    @register(psycopg.InterfaceError)
-    async def connection_lost(_: Request, exc: psycopg.InterfaceError) -> Response:
-        log.warning("database connection lost", extra={"error_type": type(exc).__name__})
-        return error(
-            503,
-            "database_unavailable",
-            "the database connection was lost; retry shortly",
-            {"Retry-After": RETRY_AFTER_SECONDS},
-        )
+    register(psycopg.OperationalError)(database_unavailable)
+    register(psycopg.InterfaceError)(database_unavailable)
 
     @register(psycopg.DataError)
     async def bad_data(_: Request, exc: psycopg.DataError) -> Response:

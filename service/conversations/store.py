@@ -231,17 +231,34 @@ class Store:
     def _append(
         self, conn: psycopg.Connection, conversation_id: str, user_id: str | None, messages: Sequence[NewMessage]
     ) -> list[Message]:
-        # One statement: bump message_count (which locks the conversation row, so
-        # concurrent appends serialise and get distinct sequence numbers), take a title
-        # from the first user message if there is none, and insert the rows.
         first_user = next((title_from(m.content) for m in messages if m.role == "user"), None)
-        with conn.cursor(row_factory=class_row(Message)) as cur:
-            rows = cur.execute(
-                "WITH c AS ("
-                "  UPDATE conversations c SET message_count = c.message_count + %(n)s,"
-                "   updated_at = now(), title = coalesce(c.title, %(title)s)"
-                f"  WHERE c.conversation_id = %(id)s AND {_OWNED}"
-                "  RETURNING c.message_count),"
+        bump = (
+            "WITH c AS ("
+            "  UPDATE conversations c SET message_count = c.message_count + %(n)s,"
+            "   updated_at = now(), title = coalesce(c.title, %(title)s)"
+            f"  WHERE c.conversation_id = %(id)s AND {_OWNED}"
+            "  RETURNING c.message_count),"
+        )
+        params: dict[str, Any] = {"id": conversation_id, "user_id": user_id, "n": len(messages), "title": first_user}
+        if len(messages) == 1:
+            # The hot path, one message: plain parameters, no arrays to build and unnest.
+            (message,) = messages
+            source = (
+                " m AS ("
+                "  INSERT INTO messages (conversation_id, seq, role, content, metadata, embedding, created_at)"
+                "  SELECT %(id)s, c.message_count, %(role)s, %(content)s, %(metadata)s,"
+                "         %(embedding)s::vector, coalesce(%(created)s::timestamptz, now()) FROM c"
+                "  RETURNING *)"
+            )
+            params.update(
+                role=message.role,
+                content=message.content,
+                metadata=Jsonb(message.metadata or {}),
+                embedding=_vector_literal(message.embedding),
+                created=message.created_at,
+            )
+        else:
+            source = (
                 " m AS ("
                 "  INSERT INTO messages (conversation_id, seq, role, content, metadata, embedding, created_at)"
                 "  SELECT %(id)s, c.message_count - %(n)s + i.ord, i.role, i.content, i.metadata,"
@@ -250,19 +267,19 @@ class Store:
                 "                 %(embeddings)s::text[], %(created)s::timestamptz[])"
                 "       WITH ORDINALITY AS i(role, content, metadata, embedding, created_at, ord)"
                 "  RETURNING *)"
-                f" SELECT {_MESSAGE_COLUMNS} FROM m ORDER BY m.seq",
-                {
-                    "id": conversation_id,
-                    "user_id": user_id,
-                    "n": len(messages),
-                    "title": first_user,
-                    "roles": [m.role for m in messages],
-                    "contents": [m.content for m in messages],
-                    "metadata": [Jsonb(m.metadata or {}) for m in messages],
-                    "embeddings": [_vector_literal(m.embedding) for m in messages],
-                    "created": [m.created_at for m in messages],
-                },
-            ).fetchall()
+            )
+            params.update(
+                roles=[m.role for m in messages],
+                contents=[m.content for m in messages],
+                metadata=[Jsonb(m.metadata or {}) for m in messages],
+                embeddings=[_vector_literal(m.embedding) for m in messages],
+                created=[m.created_at for m in messages],
+            )
+        with conn.cursor(row_factory=class_row(Message)) as cur:
+            # One statement: bump message_count (which locks the conversation row, so
+            # concurrent appends serialise and get distinct sequence numbers), take a title
+            # from the first user message if there is none, and insert the rows.
+            rows = cur.execute(f"{bump}{source} SELECT {_MESSAGE_COLUMNS} FROM m ORDER BY m.seq", params).fetchall()
         if not rows:
             raise NotFound(f"conversation {conversation_id!r} not found")
         return rows

@@ -86,3 +86,23 @@ def test_readme_documents_every_context_key():
     readme = (ROOT / "README.md").read_text()
     for key in CONTEXT_KEYS:
         assert f"`{key}`" in readme, f"context key {key} is missing from the README's table"
+
+
+def test_request_scaling_target_cites_the_recorded_benchmark():
+    import json
+
+    from stacks.config import HTTP_RPS_PER_CORE, requests_per_target_per_minute
+    from tests.infra.conftest import ROOT
+
+    runs = sorted(
+        p for p in (ROOT / "bench" / "results").glob("*.json") if "quick" not in p.name and "soak" not in p.name
+    )
+    assert runs, "no full benchmark run is recorded in bench/results/"
+    recorded = json.loads(runs[-1].read_text())["http"]["rps_per_core"]
+    assert recorded == HTTP_RPS_PER_CORE, "update HTTP_RPS_PER_CORE in stacks/config.py from the latest run"
+    dev, prod = load_config({}, ENV), load_config({"profile": "prod"}, ENV)
+    assert dev.requests_per_target == requests_per_target_per_minute(256) == int(HTTP_RPS_PER_CORE * 0.25 * 0.6 * 60)
+    assert prod.requests_per_target == requests_per_target_per_minute(1024)
+    assert load_config({"requestsPerTarget": "500"}, ENV).requests_per_target == 500
+    readme = (ROOT / "README.md").read_text()
+    assert f"derived: `{dev.requests_per_target}`" in readme and f"derived: `{prod.requests_per_target}`" in readme

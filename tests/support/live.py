@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
-
 from conversations.api import create_app
 from conversations.settings import Settings
+from scripts.local_stack import serve_app
 
 
 def free_port() -> int:
@@ -23,21 +20,5 @@ def free_port() -> int:
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """Run the service with ``settings`` and yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the service did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_app(create_app(settings), "127.0.0.1", free_port()) as url:
+        yield url
