@@ -254,8 +254,8 @@ class Bench:
             "ours",
             measure(
                 lambda i: store.search(self.rng.choice(["replica", "tenant", "latency"]), limit=20),
-                iterations=3,
-                rounds=self.rounds,
+                iterations=1,
+                rounds=3,
             ),
         )
         vectors = [[self.rng.uniform(-1, 1) for _ in range(self.shape.dimension)] for _ in range(50)]

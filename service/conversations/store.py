@@ -349,6 +349,9 @@ class Store:
                 " JOIN conversations c ON c.conversation_id = m.conversation_id"
                 " ORDER BY ranked.rank DESC, m.id DESC",
                 {"q": query, "user_id": user_id, "limit": limit, "candidates": SEARCH_CANDIDATES},
+                # Never a prepared, generic plan: without the search term the planner cannot
+                # tell a rare word (an index lookup) from a common one, and picks a scan.
+                prepare=False,
             ).fetchall()
 
     def similar(
