@@ -27,11 +27,20 @@ class Connections:
 
     async def request(self, raw: bytes) -> int:
         async with self.slots:
+            reused = bool(self.idle)
             conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
             reader, writer = conn
             try:
                 writer.write(raw)
                 status_line = await reader.readline()
+                if not status_line and reused:
+                    # The server closed this kept-alive connection before reading the request
+                    # (its idle timeout): nothing was processed, so send it on a new one, as
+                    # HTTP clients do.
+                    writer.close()
+                    reader, writer = conn = await asyncio.open_connection(self.host, self.port)
+                    writer.write(raw)
+                    status_line = await reader.readline()
                 status = int(status_line.split()[1])
                 length = 0
                 while True:
@@ -68,14 +77,18 @@ async def run(args: argparse.Namespace) -> dict:
     errors = 0
     body = json.dumps({"role": "user", "content": "load test message " + "x" * 150}).encode()
 
+    kinds: dict[str, int] = {}
+
     async def one(scheduled: float, raw: bytes) -> None:
         nonlocal errors
         try:
             status = await pool.request(raw)
             if status >= 400:
                 errors += 1
-        except Exception:  # noqa: BLE001 - any failure counts as an error
+                kinds[str(status)] = kinds.get(str(status), 0) + 1
+        except Exception as exc:  # noqa: BLE001 - any failure counts as an error, by kind
             errors += 1
+            kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
         latencies.append((time.perf_counter() - scheduled) * 1000)
 
     service = psutil.Process(args.service_pid) if args.service_pid else None
@@ -114,6 +127,7 @@ async def run(args: argparse.Namespace) -> dict:
         "p95_ms": pick(0.95),
         "p99_ms": pick(0.99),
         "errors": errors,
+        "error_kinds": kinds,
         "service_cpu_cores": round(cpu, 2),
     }
 
