@@ -13,14 +13,7 @@ import pytest
 from moto import mock_aws
 
 from conversations.cfn_handler import MAX_REASON_CHARS, SchemaError, handler
-
-
-class Context:
-    def __init__(self, remaining_ms: int) -> None:
-        self.deadline = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
+from scripts.local_stack import LambdaContext
 
 
 @pytest.fixture
@@ -68,7 +61,7 @@ def test_a_hanging_database_fails_within_the_remaining_budget(silent_server, rem
             ),
         )["ARN"]
         app = sm.create_secret(Name="a", SecretString=json.dumps({"username": "app", "password": "app-pw-1"}))["ARN"]
-        context = Context(remaining_ms)
+        context = LambdaContext(remaining_ms)
         started = time.monotonic()
         with pytest.raises(SchemaError) as failure:
             handler(
