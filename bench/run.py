@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.systems import FULL, QUICK, RARE_TERMS, Floor, JsonColumn, LangChain, Ours, Shape, dataset, text  # noqa: E402
 from conversations.models import ConversationCursor, NewMessage  # noqa: E402
-from tests.support.postgres import remove, start_embedded_server  # noqa: E402
+from tests.support.postgres import free_port, remove, start_embedded_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
@@ -401,7 +401,7 @@ class Bench:
 def service_process(database_url: str, token: str, dimension: int) -> Iterator[tuple[int, int]]:
     """The service as operators run it (``python -m conversations``) in its own process;
     yields its port and pid once /health answers."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -447,14 +447,6 @@ def load_step(port: int, token: str, rate: int, duration: float, pid: int, ids: 
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration * 10 + 60)
     return dict(json.loads(done.stdout))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_http(port: int, timeout: float = 60) -> None:

@@ -16,16 +16,9 @@ from moto import mock_aws
 from conversations import cfn_handler
 from conversations.cfn_handler import SchemaError, handler
 from conversations.migrate import LEDGER_TABLE, load_migrations
+from scripts.local_stack import LambdaContext
 
 APP_ROLE = "cfn_test_app"
-
-
-class FakeContext:
-    def __init__(self, remaining_ms: int = 120_000) -> None:
-        self.remaining_ms = remaining_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 @pytest.fixture
@@ -79,7 +72,7 @@ def event(request_type: str, s: dict, **props) -> dict:
 
 
 def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
-    result = handler(event("Create", stack_secrets), FakeContext())
+    result = handler(event("Create", stack_secrets), LambdaContext())
     latest = load_migrations()[-1].version
     assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
     assert result["Data"]["SchemaVersion"] == str(latest)
@@ -90,12 +83,12 @@ def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
 
 
 def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, secretsmanager):
-    first = handler(event("Create", stack_secrets), FakeContext())
+    first = handler(event("Create", stack_secrets), LambdaContext())
     new_password = secrets.token_urlsafe(18)
     secretsmanager.put_secret_value(
         SecretId=stack_secrets["app"], SecretString=json.dumps({"username": APP_ROLE, "password": new_password})
     )
-    second = handler(event("Update", stack_secrets), FakeContext())
+    second = handler(event("Update", stack_secrets), LambdaContext())
     assert second["PhysicalResourceId"] == first["PhysicalResourceId"]
     assert second["Data"]["Applied"] == "0"
     with pytest.raises(psycopg.OperationalError):
@@ -104,10 +97,10 @@ def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, se
 
 
 def test_delete_leaves_schema_and_data_alone(pg, stack_secrets):
-    handler(event("Create", stack_secrets), FakeContext())
+    handler(event("Create", stack_secrets), LambdaContext())
     with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
         conn.execute("INSERT INTO conversations (conversation_id) VALUES ('keep-me')")
-    result = handler(event("Delete", stack_secrets), FakeContext())
+    result = handler(event("Delete", stack_secrets), LambdaContext())
     assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
     with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
         assert conn.execute("SELECT conversation_id FROM conversations").fetchall() == [("keep-me",)]
@@ -150,7 +143,7 @@ def test_wrong_master_password_fails_fast_without_leaking_it(pg, stack_secrets, 
     )
     caplog.set_level(logging.DEBUG)
     with pytest.raises(SchemaError) as exc_info:
-        handler(event("Create", stack_secrets), FakeContext())
+        handler(event("Create", stack_secrets), LambdaContext())
     message = assert_safe_failure(exc_info, wrong, stack_secrets["app_password"])
     assert "password authentication failed" in message
     assert wrong not in caplog.text and stack_secrets["app_password"] not in caplog.text
@@ -167,7 +160,7 @@ def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets, secret
     )
     started = time.monotonic()
     with pytest.raises(SchemaError) as exc_info:
-        handler(event("Create", stack_secrets), FakeContext(remaining_ms=20_000))
+        handler(event("Create", stack_secrets), LambdaContext(20_000))
     assert time.monotonic() - started < 15
     message = assert_safe_failure(exc_info, "pw-123456")
     assert "cannot reach or use database 127.0.0.1:9/ragdb" in message
@@ -186,7 +179,7 @@ def test_failing_migration_is_reported_with_the_file_name(stack_secrets, tmp_pat
     (tmp_path / "0001_broken.sql").write_text("CREATE TABLE x (id int); SELEKT 1;")
     monkeypatch.setenv("MIGRATIONS_DIR", str(tmp_path))
     with pytest.raises(SchemaError) as exc_info:
-        handler(event("Create", stack_secrets), FakeContext())
+        handler(event("Create", stack_secrets), LambdaContext())
     message = assert_safe_failure(exc_info, stack_secrets["app_password"])
     assert "0001_broken.sql failed" in message and "SELEKT" in message
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from conversations.api import create_app
 from conversations.settings import Settings
 from scripts.local_stack import serve_app
+from tests.support.postgres import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "serve"]
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 SUPERUSER = "postgres"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -132,7 +133,7 @@ def start_embedded_server(base: Path, *, durable: bool = False) -> PostgresServe
         user=run_as,
     )
     pwfile.unlink()
-    port = _free_port()
+    port = free_port()
     with (data_dir / "postgresql.conf").open("a") as conf:
         conf.write(
             f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{data_dir}'\n"
