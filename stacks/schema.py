@@ -33,7 +33,7 @@ MIGRATIONS_DIR = SERVICE_DIR / "migrations"
 WHEEL_CACHE = ROOT / ".local" / "lambda-wheels"
 HANDLER = "conversations.cfn_handler.handler"
 # Only what the handler imports: no web framework, no store, no settings.
-HANDLER_MODULES = ("__init__.py", "cfn_handler.py", "migrate.py")
+HANDLER_MODULES = ("__init__.py", "cfn_handler.py", "credentials.py", "migrate.py")
 LAMBDA_PYTHON = "3.14"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
 

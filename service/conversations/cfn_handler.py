@@ -26,14 +26,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from .migrate import DEFAULT_EMBEDDING_DIMENSION, MigrationError, ensure_app_role, first_line, migrate
+# Importing credentials also keeps botocore's DEBUG logging (whole secret values) off.
+from .credentials import is_auth_failure
+from .credentials import secrets_client as _secrets_client
+from .migrate import DEFAULT_EMBEDDING_DIMENSION, MigrationError, MigrationResult, ensure_app_role, first_line, migrate
 
 log = logging.getLogger("conversations.cfn")
 log.setLevel(logging.INFO)
-# botocore logs whole responses (secret values included) at DEBUG; never let a Lambda
-# log level turn that on here.
-for _noisy in ("botocore", "boto3", "urllib3"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 PHYSICAL_ID_PREFIX = "conversations-schema"
 MAX_REASON_CHARS = 500
@@ -68,27 +67,29 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
             master.get("port", 5432),
             master.get("dbname", "postgres"),
         )
-        budget_s = _remaining_seconds(context)
-        conninfo = make_conninfo(
-            host=str(host),
-            port=str(port),
-            dbname=str(dbname),
-            user=str(_require(master, "username", "MasterSecretArn")),
-            password=str(_require(master, "password", "MasterSecretArn")),
-            sslmode=str(props.get("SslMode", "require")),
-            connect_timeout=str(max(2, min(10, int(budget_s / 3)))),
-            application_name="conversations-schema",
-            # No single statement may outlive the Lambda: fail and report instead.
-            options=f"-c statement_timeout={int(max(1.0, budget_s - 10) * 1000)} -c lock_timeout=30000",
-        )
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
+
+        def apply(master: dict[str, Any], app: dict[str, Any]) -> MigrationResult:
+            with _connect(master, props, _remaining_seconds(context)) as conn:
                 result = migrate(conn, embedding_dimension=dimension, progress=lambda m: _log(m))
                 ensure_app_role(
                     conn,
                     str(_require(app, "username", "AppSecretArn")),
                     str(_require(app, "password", "AppSecretArn")),
                 )
+                return result
+
+        try:
+            try:
+                result = apply(master, app)
+            except psycopg.OperationalError as exc:
+                if not is_auth_failure(exc):
+                    raise
+                # The master secret's rotation may have changed the password between our read
+                # and our login (it runs on its own schedule): read both secrets again, once.
+                _log("authentication failed; reading the secrets again")
+                master = _read_secret(client, props, "MasterSecretArn", secrets)
+                app = _read_secret(client, props, "AppSecretArn", secrets)
+                result = apply(master, app)
         except psycopg.OperationalError as exc:
             raise SchemaError(f"cannot reach or use database {host}:{port}/{dbname}: {first_line(exc)}") from None
         except psycopg.Error as exc:
@@ -112,10 +113,20 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
         raise SchemaError(reason) from None
 
 
-def _secrets_client() -> Any:
-    import boto3  # in the Lambda runtime; imported late so local tools need not have it
-
-    return boto3.client("secretsmanager")
+def _connect(master: dict[str, Any], props: dict[str, Any], budget_s: float) -> psycopg.Connection[Any]:
+    conninfo = make_conninfo(
+        host=str(_require(master, "host", "MasterSecretArn")),
+        port=str(master.get("port", 5432)),
+        dbname=str(master.get("dbname", "postgres")),
+        user=str(_require(master, "username", "MasterSecretArn")),
+        password=str(_require(master, "password", "MasterSecretArn")),
+        sslmode=str(props.get("SslMode", "require")),
+        connect_timeout=str(max(2, min(10, int(budget_s / 3)))),
+        application_name="conversations-schema",
+        # No single statement may outlive the Lambda: fail and report instead.
+        options=f"-c statement_timeout={int(max(1.0, budget_s - 10) * 1000)} -c lock_timeout=30000",
+    )
+    return psycopg.connect(conninfo, autocommit=True)
 
 
 def _read_secret(client: Any, props: dict[str, Any], key: str, collected: list[str]) -> dict[str, Any]:
@@ -123,7 +134,7 @@ def _read_secret(client: Any, props: dict[str, Any], key: str, collected: list[s
     if not arn:
         raise SchemaError(f"resource property {key} is required")
     try:
-        raw = client.get_secret_value(SecretId=arn)["SecretString"]
+        raw = client.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"]
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; the name is enough
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
         raise SchemaError(f"cannot read secret {key}: {code}") from None

@@ -40,7 +40,7 @@ class SecretCredentials:
         self.secret_arn = secret_arn
         self.username = username
         self.password = password
-        self._client_factory = client_factory or _secrets_client
+        self._client_factory = client_factory or secrets_client
         self._lock = threading.Lock()
         self._last_refresh = 0.0
         self.refreshes = 0
@@ -56,7 +56,11 @@ class SecretCredentials:
                 return False
             self._last_refresh = time.monotonic()
             try:
-                raw = self._client_factory().get_secret_value(SecretId=self.secret_arn)["SecretString"]
+                # The stage by name: during a rotation AWSPENDING exists too, and AWSCURRENT is
+                # the one that rotation has finished testing.
+                raw = self._client_factory().get_secret_value(SecretId=self.secret_arn, VersionStage="AWSCURRENT")[
+                    "SecretString"
+                ]
                 value = json.loads(raw)
             except Exception as exc:  # noqa: BLE001 - report the type only: never secret material
                 log.warning("cannot re-read the database secret", extra={"error_type": type(exc).__name__})
@@ -72,7 +76,8 @@ class SecretCredentials:
             return changed
 
 
-def _secrets_client() -> Any:
+def secrets_client() -> Any:
+    """A Secrets Manager client; boto3 is imported late so tools without it can import this module."""
     import boto3
 
     return boto3.client("secretsmanager")

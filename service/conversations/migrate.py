@@ -30,7 +30,6 @@ LEDGER_TABLE = "schema_migrations"
 DEFAULT_EMBEDDING_DIMENSION = 1536
 # pgvector's HNSW index handles at most 2,000 dimensions for the vector type.
 MAX_EMBEDDING_DIMENSION = 2000
-APP_TABLES = ("conversations", "messages", "idempotency_keys")
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -197,29 +196,97 @@ def pgvector_version(conn: psycopg.Connection) -> str | None:
     return row[0] if row else None
 
 
-def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> None:
-    """Create or update the application role: it may log in and run DML on the
-    application tables, read the ledger (for /health), and change nothing else."""
+# AWS's multi-user rotation alternates two logins, <user> and <user>_clone, and creates the
+# clone with GRANT <user> TO <user>_clone. Privileges therefore never belong to a login:
+# they belong to one NOLOGIN group role that both logins are members of, and every migration
+# run grants the tables it finds to that group, so whichever login the secret names next can
+# use every table.
+CLONE_SUFFIX = "_clone"
+GROUP_SUFFIX = "_group"
+MAX_ROLE_NAME = 63  # PostgreSQL's NAMEDATALEN - 1; longer names are silently truncated
+APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+
+
+@dataclass(frozen=True)
+class AppRoles:
+    """The two logins that rotation alternates and the group that holds their privileges."""
+
+    login: str
+    clone: str
+    group: str
+
+    @classmethod
+    def for_user(cls, username: str) -> AppRoles:
+        base = username.removesuffix(CLONE_SUFFIX)
+        if not base:
+            raise MigrationError("the application user name is empty")
+        if len(base) + len(CLONE_SUFFIX) > MAX_ROLE_NAME:
+            raise MigrationError(
+                f"the application user name must be at most {MAX_ROLE_NAME - len(CLONE_SUFFIX)} characters, "
+                "so that rotation can create its _clone login"
+            )
+        return cls(base, base + CLONE_SUFFIX, base + GROUP_SUFFIX)
+
+    @property
+    def logins(self) -> tuple[str, str]:
+        return (self.login, self.clone)
+
+
+def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    """The SCRAM-SHA-256 verifier of ``password``, computed here by libpq: the server receives
+    (and could log) only the verifier, never the password."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+
+
+def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRoles:
+    """Create or update the application's roles: a NOLOGIN group that may run DML on the
+    application tables and read the ledger (for /health), and the login ``role`` (one of the
+    two rotation logins) with ``password``. Both logins that exist are members of the group;
+    neither may change the schema. Returns the role names."""
     if not role or role == conn.info.user:
         raise MigrationError("the application role must be a different user from the migrating one")
-    ident = sql.Identifier(role)
+    roles = AppRoles.for_user(role)
+    if conn.info.user in (*roles.logins, roles.group):
+        raise MigrationError("the application role must be a different user from the migrating one")
+    verifier = scram_verifier(conn, role, password)
+    group = sql.Identifier(roles.group)
+    # Since PostgreSQL 16 a membership carries its own INHERIT option, taken from the member
+    # at GRANT time; say it explicitly so a NOINHERIT login from an older deploy still inherits.
+    inherit = sql.SQL(" WITH INHERIT TRUE") if conn.info.server_version >= 160000 else sql.SQL("")
     with conn.transaction():
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        # Utility statements take no bind parameters; sql.Literal quotes the password safely.
-        verb = "ALTER" if exists else "CREATE"
+        if _role_exists(conn, roles.group):
+            conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(group))
+        else:
+            conn.execute(sql.SQL("CREATE ROLE {} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(group))
+        # Utility statements take no bind parameters; sql.Literal quotes the verifier safely.
+        verb = "ALTER" if _role_exists(conn, role) else "CREATE"
         conn.execute(
-            sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}").format(
-                ident, sql.Literal(password)
+            sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier)
             )
         )
+        logins = [sql.Identifier(name) for name in roles.logins if _role_exists(conn, name)]
+        for login in logins:
+            conn.execute(sql.SQL("ALTER ROLE {} WITH INHERIT").format(login))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(group, login) + inherit)
+        everyone = sql.SQL(", ").join([sql.SQL("PUBLIC"), group, *logins])
+        direct = sql.SQL(", ").join(logins)
         database = sql.Identifier(conn.info.dbname)
-        conn.execute(sql.SQL("REVOKE CREATE, TEMPORARY ON DATABASE {} FROM PUBLIC, {}").format(database, ident))
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident))
-        conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC, {}").format(ident))
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
-        tables = sql.SQL(", ").join(sql.Identifier(t) for t in APP_TABLES)
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(tables, ident))
-        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(LEDGER_TABLE), ident))
+        conn.execute(sql.SQL("REVOKE CREATE, TEMPORARY ON DATABASE {} FROM {}").format(database, everyone))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, group))
+        conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(everyone))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(group))
+        # Privileges held by a login directly (as older deploys granted them) go; the group's stay.
+        conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(direct))
+        # Every table the migrations created, including those of migrations added later.
+        conn.execute(sql.SQL("GRANT " + APP_PRIVILEGES + " ON ALL TABLES IN SCHEMA public TO {}").format(group))
+        ledger = sql.Identifier(LEDGER_TABLE)
+        conn.execute(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(ledger, group))
+    return roles
+
+
+def _role_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is not None
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -17,6 +17,7 @@ from conversations import cfn_handler
 from conversations.cfn_handler import SchemaError, handler
 from conversations.migrate import LEDGER_TABLE, load_migrations
 from scripts.local_stack import LambdaContext
+from tests.support.service import drop_roles
 
 APP_ROLE = "cfn_test_app"
 
@@ -50,7 +51,7 @@ def stack_secrets(pg, empty_db, secretsmanager):
     yield {"master": master, "app": app, "app_password": app_password, "db": empty_db}
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {empty_db} WITH (FORCE)")
-        conn.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")
+    drop_roles(pg, APP_ROLE)
 
 
 def event(request_type: str, s: dict, **props) -> dict:
@@ -196,3 +197,61 @@ def test_handler_module_imports_no_web_framework():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="service"
     ).stdout.strip()
     assert out == ""
+
+
+class RotatesAfterFirstRead:
+    """Secrets Manager as the handler sees it while the master secret's rotation finishes
+    between the handler's read and its login: the password it read is already stale."""
+
+    def __init__(self, client, master_arn: str, rotate) -> None:
+        self.client, self.master_arn, self.rotate, self.reads = client, master_arn, rotate, 0
+
+    def get_secret_value(self, **kwargs):
+        value = self.client.get_secret_value(**kwargs)
+        if kwargs["SecretId"] == self.master_arn:
+            self.reads += 1
+            if self.reads == 1:
+                self.rotate()
+        return value
+
+
+def test_a_master_password_rotated_under_the_handler_is_read_again_once(pg, stack_secrets, secretsmanager):
+    # Given a master login of its own (the tests' superuser must keep its password)
+    master_user, old, new = f"master_{secrets.token_hex(3)}", secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {master_user} SUPERUSER LOGIN PASSWORD '{old}'")
+    where = {"host": pg.host, "port": pg.port, "dbname": stack_secrets["db"], "username": master_user}
+    master_arn = stack_secrets["master"]
+    secretsmanager.put_secret_value(SecretId=master_arn, SecretString=json.dumps({**where, "password": old}))
+
+    def rotate_master() -> None:
+        with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+            conn.execute(f"ALTER ROLE {master_user} PASSWORD '{new}'")
+        secretsmanager.put_secret_value(
+            SecretId=stack_secrets["master"], SecretString=json.dumps({**where, "password": new})
+        )
+
+    client = RotatesAfterFirstRead(secretsmanager, stack_secrets["master"], rotate_master)
+    try:
+        # When the handler runs while the rotation finishes
+        result = handler(event("Create", stack_secrets), LambdaContext(), secrets_client=client)
+        # Then it read the secret again after the failed login, and migrated
+        assert client.reads == 2
+        assert result["Data"]["SchemaVersion"] == str(load_migrations()[-1].version)
+    finally:
+        with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {stack_secrets['db']} WITH (FORCE)")
+            conn.execute(f"DROP ROLE {master_user}")
+
+
+def test_a_wrong_master_password_is_read_again_only_once(pg, stack_secrets, secretsmanager):
+    secretsmanager.put_secret_value(
+        SecretId=stack_secrets["master"],
+        SecretString=json.dumps(
+            {"host": pg.host, "port": pg.port, "dbname": stack_secrets["db"], "username": pg.superuser, "password": "x"}
+        ),
+    )
+    client = RotatesAfterFirstRead(secretsmanager, stack_secrets["master"], lambda: None)
+    with pytest.raises(SchemaError, match="password authentication failed"):
+        handler(event("Create", stack_secrets), LambdaContext(), secrets_client=client)
+    assert client.reads == 2

@@ -19,6 +19,7 @@ from conversations.migrate import (
     migrations_checksum,
 )
 from tests.support.postgres import PostgresServer
+from tests.support.service import drop_roles
 
 
 def connect(pg: PostgresServer, db: str) -> psycopg.Connection:
@@ -191,5 +192,32 @@ def test_app_role_can_use_the_tables_but_not_change_the_schema(pg, empty_db):
                     app.execute(ddl)
     finally:
         with connect(pg, empty_db) as conn:
-            conn.execute("DROP OWNED BY ddl_probe_app")
-            conn.execute("DROP ROLE ddl_probe_app")
+            conn.execute("DROP OWNED BY ddl_probe_app, ddl_probe_app_group")
+        drop_roles(pg, "ddl_probe_app")
+
+
+def test_app_password_reaches_the_server_only_as_a_scram_verifier(pg, empty_db, tmp_path):
+    """PostgreSQL logs a failed or lock-waiting ALTER ROLE with its text: the password must not be in it."""
+    password = "plain-Text-password-" + "q" * 12
+    trace = tmp_path / "wire.trace"
+    with connect(pg, empty_db) as conn, trace.open("w") as sink:
+        migrate(conn)
+        # Given everything this connection sends is traced (libpq's PQtrace)
+        conn.pgconn.trace(sink.fileno())
+        ensure_app_role(conn, "scram_probe_app", password)
+        conn.pgconn.untrace()
+    try:
+        sent = trace.read_text()
+        # Then the role statements went out, and the password was never among them
+        assert "ALTER ROLE" in sent or "CREATE ROLE" in sent
+        assert password not in sent
+        assert "SCRAM-SHA-256$" in sent
+        with connect(pg, empty_db) as conn:
+            stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe_app'").fetchone()[0]
+        assert stored.startswith("SCRAM-SHA-256$")
+        # And the role logs in with the password (the verifier is a real one)
+        psycopg.connect(pg.conninfo(empty_db, "scram_probe_app", password)).close()
+    finally:
+        with connect(pg, empty_db) as conn:
+            conn.execute("DROP OWNED BY scram_probe_app, scram_probe_app_group")
+        drop_roles(pg, "scram_probe_app")

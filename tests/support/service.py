@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from conversations.migrate import ensure_app_role, migrate
+from conversations.migrate import AppRoles, ensure_app_role, migrate
 from conversations.settings import Settings
 from tests.support.postgres import PostgresServer
 
@@ -37,8 +37,15 @@ def migrated_database(pg: PostgresServer) -> Iterator[MigratedDatabase]:
         yield MigratedDatabase(name, pg.conninfo(name), pg.conninfo(name, role, password), role)
     finally:
         pg.drop_database(name)
-        with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        drop_roles(pg, role)
+
+
+def drop_roles(pg: PostgresServer, login: str) -> None:
+    """Drop an application login, its rotation clone and their group (roles are cluster-wide)."""
+    roles = AppRoles.for_user(login)
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        for name in (*roles.logins, roles.group):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def truncate(db: MigratedDatabase) -> None:
