@@ -48,6 +48,7 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
         vpc=network.vpc,
         database=data.database.instance,
         app_secret=data.database.app_secret,
+        alarm_topic=data.alarms,
         env=env,
         stack_name=names.service,
         tags=tags,

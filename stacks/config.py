@@ -73,10 +73,18 @@ class DeploymentConfig:
     embedding_dimension: int
     log_retention_days: int
     termination_protection: bool
+    container_insights: bool
+    allow_plain_http: bool
+    """Explicit opt-out: prod serves plain HTTP without a certificate (never the default)."""
 
     @property
     def is_prod(self) -> bool:
         return self.profile == "prod"
+
+    @property
+    def retain_logs(self) -> bool:
+        """Prod keeps its log groups (and their history) when a stack is deleted."""
+        return self.is_prod
 
     @property
     def performance_insights(self) -> bool:
@@ -117,6 +125,8 @@ _DEV: dict[str, Any] = dict(
     embedding_dimension=1536,
     log_retention_days=30,
     termination_protection=False,
+    container_insights=True,
+    allow_plain_http=False,
 )
 
 _PROD: dict[str, Any] = {
@@ -202,11 +212,14 @@ _key("maxTasks", "max_tasks")(lambda k, v: _int(k, v, 1, 100))
 _key("cpu", "cpu")(lambda k, v: _int(k, v, 256, 4096))
 _key("memoryMiB", "memory_mib")(lambda k, v: _int(k, v, 512, 30720))
 _key("natGateways", "nat_gateways")(lambda k, v: _int(k, v, 0, 3))
-_key("maxAzs", "max_azs")(lambda k, v: _int(k, v, 2, 3))
+MAX_AZS = 3
+_key("maxAzs", "max_azs")(lambda k, v: _int(k, v, 2, MAX_AZS))
 _key("requestsPerTarget", "requests_per_target_per_minute")(lambda k, v: _int(k, v, 10, 1_000_000))
 _key("embeddingDimension", "embedding_dimension")(lambda k, v: _int(k, v, 1, 2000))
 _key("logRetentionDays", "log_retention_days")(lambda k, v: _int(k, v, 1, 3653))
 _key("terminationProtection", "termination_protection")(_bool)
+_key("containerInsights", "container_insights")(_bool)
+_key("allowPlainHttp", "allow_plain_http")(_bool)
 
 
 @_key("certificateArn", "certificate_arn")
@@ -260,12 +273,32 @@ def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> Deploymen
     values["availability_zones"] = tuple(f"{region}{suffix}" for suffix in "abc")
     for key, (field, parse) in CONTEXT_KEYS.items():
         if context.get(key) not in (None, ""):
-            values[field] = parse(key, context[key])
+            try:
+                values[field] = parse(key, context[key])
+            except ConfigError as exc:
+                if key in CREATE_TIME_ONLY:
+                    raise ConfigError(f"{exc} (set at the first deploy only: {CREATE_TIME_ONLY[key]})") from None
+                raise
     config = DeploymentConfig(profile=profile, account=env.get("CDK_DEFAULT_ACCOUNT") or None, region=region, **values)
     return _check(config)
 
 
+# Settings that CloudFormation cannot change on a deployed stack without replacing what holds
+# data or what other stacks import; the README's configuration table marks them too.
+CREATE_TIME_ONLY = {
+    "availabilityZones": "subnets are placed in these zones; other zones mean new subnets for the database",
+    "maxAzs": "may grow up to 3 (the layout reserves room), never shrink: the database and tasks use those subnets",
+    "embeddingDimension": "the embedding column's type is fixed by the first migration",
+}
+
+
 def _check(config: DeploymentConfig) -> DeploymentConfig:
+    if config.is_prod and not config.certificate_arn and not config.allow_plain_http:
+        raise ConfigError(
+            "the prod profile needs context 'certificateArn' (an ACM certificate in the stack's region): without "
+            "it the API token and every conversation travel over plain HTTP. To accept that anyway, set "
+            "-c allowPlainHttp=true"
+        )
     if config.max_azs > len(config.availability_zones):
         raise ConfigError(f"maxAzs {config.max_azs} needs that many availabilityZones")
     if config.nat_gateways > config.max_azs:

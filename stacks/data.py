@@ -9,14 +9,18 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from . import outputs
+from .alarms import AlarmTopic
 from .config import DeploymentConfig
 from .schema import SchemaMigrations
-from .util import acknowledge, checkov_skip, output, retention
+from .util import acknowledge, checkov_skip, log_removal, output, retention
 
 MASTER_USER = "raguser"
 DATABASE_NAME = "ragdb"
 APP_USER = "conversations_app"
-POSTGRES_VERSION = rds.PostgresEngineVersion.VER_17_9  # the latest 17.x this aws-cdk-lib knows
+# The major version only: RDS picks the minor and upgrades it in place (autoMinorVersionUpgrade),
+# and a template pinned to a minor would then trail the instance and try to go back.
+POSTGRES_MAJOR = "17"
+POSTGRES_VERSION = rds.PostgresEngineVersion.of(POSTGRES_MAJOR, POSTGRES_MAJOR)
 PORT = 5432
 
 
@@ -34,6 +38,9 @@ class Database(Construct):
             parameters={
                 "rds.force_ssl": "1",
                 "log_min_duration_statement": "500",  # ms: slow queries reach CloudWatch Logs
+                # ... without their bound parameters: message content, search terms, user ids.
+                "log_parameter_max_length": "0",
+                "log_parameter_max_length_on_error": "0",
                 "log_lock_waits": "1",
                 "log_temp_files": "10240",  # kB
                 "idle_in_transaction_session_timeout": "300000",
@@ -80,6 +87,11 @@ class Database(Construct):
             auto_minor_version_upgrade=True,
             ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
         )
+        instance_cfn = self.instance.node.default_child
+        assert isinstance(instance_cfn, cdk.CfnResource)
+        # cfn-lint 1.58's W3691 lists only full versions and calls a major-only EngineVersion
+        # deprecated; RDS documents that a major version alone selects a recent minor of it.
+        instance_cfn.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3691"]}})
         assert self.instance.secret is not None
         self.master_secret: secretsmanager.ISecret = self.instance.secret
         # instance.secret is the attachment; the generated secret itself is the child "Secret".
@@ -88,7 +100,9 @@ class Database(Construct):
         master_cfn.apply_removal_policy(keep)
         self.master_secret_resource = master_cfn
         rotation_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        self.instance.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets)
+        single = self.instance.add_rotation_single_user(
+            automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets
+        )
         # The service's own login. The schema custom resource creates the role with this
         # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
         app_secret = rds.DatabaseSecret(self, "AppSecret", username=APP_USER, master_secret=self.master_secret)
@@ -97,12 +111,13 @@ class Database(Construct):
         self.app_secret = app_secret.attach(self.instance)
         # Multi-user rotation alternates two roles (APP_USER and APP_USER_clone), so tasks
         # holding the previous password keep working until they re-read the secret.
-        self.instance.add_rotation_multi_user(
+        multi = self.instance.add_rotation_multi_user(
             "AppSecretRotation",
             secret=self.app_secret,
             automatically_after=cdk.Duration.days(30),
             vpc_subnets=rotation_subnets,
         )
+        self.rotations = (single, multi)
 
 
 class DataStack(cdk.Stack):
@@ -130,15 +145,33 @@ class DataStack(cdk.Stack):
             app_secret=self.database.app_secret,
             embedding_dimension=config.embedding_dimension,
             log_retention_days=config.log_retention_days,
+            log_removal=log_removal(config),
             depends_on=[s.internet_connectivity_established for s in vpc.private_subnets],
+        )
+        # Secrets Manager rotates as soon as a schedule exists. Before the schema resource has
+        # run, the application login does not exist (multi-user rotation would fail) and the
+        # handler may be reading the master password that rotation is changing.
+        for schedule in self.node.find_all():
+            if isinstance(schedule, secretsmanager.CfnRotationSchedule):
+                schedule.add_resource_dependency(self.schema.resource.node.default_child)  # type: ignore[arg-type]
+
+        self.alarms = AlarmTopic(self, "Alarms", alarm_email=config.alarm_email)
+        self.alarms.on_rotation_failure(self)
+        self.alarms.alarm(
+            self.schema.function.metric_errors(period=cdk.Duration.minutes(5)),
+            "SchemaMigrationErrors",
+            "The schema custom resource's Lambda failed (a deploy's migration): read its log group",
+            threshold=0,
         )
 
         output(self, outputs.DATABASE_ENDPOINT, instance.db_instance_endpoint_address, "PostgreSQL endpoint")
         output(self, outputs.DATABASE_PORT, instance.db_instance_endpoint_port, "PostgreSQL port")
         output(self, outputs.DATABASE_INSTANCE_ID, instance.instance_identifier, "RDS instance identifier")
+        output(self, outputs.DATABASE_MULTI_AZ, str(config.db_multi_az).lower(), "Whether the database is Multi-AZ")
         output(self, outputs.MASTER_SECRET_ARN, self.database.master_secret.secret_arn, "Master user secret")
         output(self, outputs.APP_SECRET_ARN, self.database.app_secret.secret_arn, "Application role secret")
         output(self, outputs.SCHEMA_VERSION, self.schema.schema_version, "Schema version applied by the migrations")
+        output(self, outputs.ALARM_TOPIC_ARN, self.alarms.topic.topic_arn, "SNS topic of the alarms")
 
         if not config.db_multi_az:
             acknowledge(

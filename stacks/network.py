@@ -8,8 +8,8 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from . import outputs
-from .config import DeploymentConfig
-from .util import LOGS_KMS_REASON, checkov_skip, output, retention
+from .config import MAX_AZS, DeploymentConfig
+from .util import LOGS_KMS_REASON, checkov_skip, log_removal, output, retention
 
 VPC_CIDR = "10.40.0.0/16"
 
@@ -19,10 +19,7 @@ class NetworkStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
 
         flow_logs = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=retention(config.log_retention_days),
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            self, "FlowLogs", retention=retention(config.log_retention_days), removal_policy=log_removal(config)
         )
         checkov_skip(flow_logs, "CKV_AWS_158", LOGS_KMS_REASON)
         self.vpc = ec2.Vpc(
@@ -30,6 +27,9 @@ class NetworkStack(cdk.Stack):
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
             availability_zones=list(config.azs),
+            # Address space for MAX_AZS zones is laid out from the start, so growing maxAzs adds
+            # subnets and never renumbers the existing ones (which the other stacks import).
+            reserved_azs=MAX_AZS - len(config.azs),
             nat_gateways=config.nat_gateways,
             subnet_configuration=[
                 # The load balancer only.

@@ -31,6 +31,7 @@ VPC_ID = "VpcId"
 DATABASE_ENDPOINT = "DatabaseEndpoint"
 DATABASE_PORT = "DatabasePort"
 DATABASE_INSTANCE_ID = "DatabaseInstanceId"
+DATABASE_MULTI_AZ = "DatabaseMultiAz"  # "true" or "false": what verify_deployment.py expects
 MASTER_SECRET_ARN = "MasterSecretArn"  # noqa: S105 - an output name, not a secret
 APP_SECRET_ARN = "AppSecretArn"  # noqa: S105 - an output name, not a secret
 SCHEMA_VERSION = "SchemaVersion"
@@ -50,9 +51,11 @@ DATA_OUTPUTS = (
     DATABASE_ENDPOINT,
     DATABASE_PORT,
     DATABASE_INSTANCE_ID,
+    DATABASE_MULTI_AZ,
     MASTER_SECRET_ARN,
     APP_SECRET_ARN,
     SCHEMA_VERSION,
+    ALARM_TOPIC_ARN,
 )
 SERVICE_OUTPUTS = (
     SERVICE_URL,
@@ -63,6 +66,5 @@ SERVICE_OUTPUTS = (
     LOG_GROUP_NAME,
     API_TOKEN_SECRET_ARN,
     DASHBOARD_NAME,
-    ALARM_TOPIC_ARN,
     PROFILE,
 )

@@ -7,28 +7,26 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from . import outputs
+from .alarms import ABOVE, BELOW, AlarmTopic
 from .config import DeploymentConfig
-from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, output, retention
+from .data import PORT as DATABASE_PORT
+from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, log_removal, output, retention
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
 CONTAINER_PORT = 8080
 LIVENESS_PATH = "/health/live"
+ALB_IDLE_TIMEOUT_S = 60
 
 
 class ConversationService(Construct):
@@ -45,7 +43,8 @@ class ConversationService(Construct):
         app_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
+        insights = ecs.ContainerInsights.ENABLED if config.container_insights else ecs.ContainerInsights.DISABLED
+        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=insights)
         self.api_token = secretsmanager.Secret(
             self,
             "ApiToken",
@@ -54,7 +53,7 @@ class ConversationService(Construct):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         self.log_group = logs.LogGroup(
-            self, "Logs", retention=retention(config.log_retention_days), removal_policy=cdk.RemovalPolicy.DESTROY
+            self, "Logs", retention=retention(config.log_retention_days), removal_policy=log_removal(config)
         )
         task = ecs.FargateTaskDefinition(
             self,
@@ -122,7 +121,8 @@ class ConversationService(Construct):
         )
         # Called from this side so the ingress rule lives in this stack: the stateful stack
         # never references (or waits for) the service.
-        self.security_group.connections.allow_to_default_port(database, "Conversation service tasks")
+        # The port as a literal, not the instance's attribute: one cross-stack import fewer.
+        self.security_group.connections.allow_to(database, ec2.Port.tcp(DATABASE_PORT), "Conversation service tasks")
 
         self.service = ecs.FargateService(
             self,
@@ -173,7 +173,10 @@ class ConversationService(Construct):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             security_group=alb_sg,
             drop_invalid_header_fields=True,
-            idle_timeout=cdk.Duration.seconds(60),
+            # The service's keep-alive (conversations.__main__.KEEP_ALIVE_S) must outlive this,
+            # or the load balancer reuses a connection the task just closed: a sporadic 502.
+            idle_timeout=cdk.Duration.seconds(ALB_IDLE_TIMEOUT_S),
+            deletion_protection=config.is_prod,
         )
         self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
         self.load_balancer.connections.allow_to(self.security_group, ec2.Port.tcp(CONTAINER_PORT), "ALB to tasks")
@@ -325,25 +328,12 @@ class Monitoring(Construct):
         config: DeploymentConfig,
         service: ConversationService,
         database: rds.DatabaseInstance,
+        alarm_topic: AlarmTopic,
     ) -> None:
         super().__init__(scope, construct_id)
-        key = kms.Key(
-            self,
-            "TopicKey",
-            enable_key_rotation=True,
-            description="Encrypts the alarm topic",
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
-        # CloudWatch alarms publish to an encrypted topic only if they may use its key.
-        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
-        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True)
-        if config.alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
-        action = cw_actions.SnsAction(self.topic)
-
         alb = service.load_balancer.metrics
         tg = service.target_group.metrics
-        five_min = cdk.Duration.minutes(5)
+        one_min, five_min = cdk.Duration.minutes(1), cdk.Duration.minutes(5)
         error_rate = cloudwatch.MathExpression(
             expression="100 * IF(requests > 0, errors / requests, 0)",
             using_metrics={
@@ -354,55 +344,93 @@ class Monitoring(Construct):
             period=five_min,
         )
         p99 = tg.target_response_time(period=five_min, statistic="p99")
-        unhealthy = tg.unhealthy_host_count(period=cdk.Duration.minutes(1), statistic="Maximum")
+        unhealthy = tg.unhealthy_host_count(period=one_min, statistic="Maximum")
+        healthy = tg.healthy_host_count(period=one_min, statistic="Minimum")
+        elb_5xx = alb.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=five_min, statistic="Sum")
         db_cpu = database.metric_cpu_utilization(period=five_min)
         free_storage = database.metric_free_storage_space(period=five_min, statistic="Minimum")
         connections = database.metric_database_connections(period=five_min, statistic="Maximum")
+        breaching = cloudwatch.TreatMissingData.BREACHING
 
         def alarm(
             name: str,
             metric: cloudwatch.IMetric,
             threshold: float,
             description: str,
-            comparison: cloudwatch.ComparisonOperator,
+            comparison: cloudwatch.ComparisonOperator = ABOVE,
             periods: int = 2,
+            missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
         ) -> cloudwatch.Alarm:
-            created = cloudwatch.Alarm(
-                self,
+            return alarm_topic.alarm(
+                metric,
                 name,
-                metric=metric,
+                description,
                 threshold=threshold,
-                evaluation_periods=periods,
-                datapoints_to_alarm=periods,
-                comparison_operator=comparison,
-                alarm_description=description,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                scope=self,
+                comparison=comparison,
+                periods=periods,
+                missing=missing,
             )
-            created.add_alarm_action(action)
-            created.add_ok_action(action)
-            return created
 
-        above = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
         self.alarms = [
-            alarm("ServerErrorRate", error_rate, 1, "More than 1% of requests answered 5xx", above),
-            alarm("LatencyP99", p99, 1.0, "p99 target response time above 1 s", above),
-            alarm("UnhealthyHosts", unhealthy, 0, "A target failed the /health/live check", above),
-            alarm("DatabaseCpu", db_cpu, 80, "RDS CPU above 80%", above, periods=3),
+            alarm("ServerErrorRate", error_rate, 1, "More than 1% of requests answered 5xx"),
+            alarm("LatencyP99", p99, 1.0, "p99 target response time above 1 s"),
+            alarm("UnhealthyHosts", unhealthy, 0, "A target failed the /health/live check"),
+            # A total outage: with no healthy target the target metrics stop, so missing data
+            # must count as breaching, or the alarm would sit in OK while nothing answers.
+            alarm(
+                "NoHealthyHosts",
+                healthy,
+                1,
+                "No healthy target behind the load balancer: the service is down",
+                comparison=BELOW,
+                missing=breaching,
+            ),
+            # The load balancer's own 5xx (502/503/504): what callers get when no task answers.
+            alarm("LoadBalancer5xx", elb_5xx, 5, "The load balancer answered 5xx itself (no task answered)", periods=1),
+            alarm("DatabaseCpu", db_cpu, 80, "RDS CPU above 80%", periods=3),
             alarm(
                 "DatabaseFreeStorage",
                 free_storage,
                 2 * 1024**3,
                 "RDS free storage below 2 GiB",
-                cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                comparison=BELOW,
             ),
             alarm(
                 "DatabaseConnections",
                 connections,
                 config.db_connections_alarm,
                 f"More than {config.db_connections_alarm} database connections",
-                above,
             ),
         ]
+        if config.container_insights:
+            # Container Insights publishes the service's running and desired task counts.
+            dimensions = {
+                "ClusterName": service.cluster.cluster_name,
+                "ServiceName": service.service.service_name,
+            }
+            tasks = {
+                key: cloudwatch.Metric(
+                    namespace="ECS/ContainerInsights",
+                    metric_name=name,
+                    dimensions_map=dimensions,
+                    statistic="Average",
+                    period=five_min,
+                )
+                for key, name in (("running", "RunningTaskCount"), ("desired", "DesiredTaskCount"))
+            }
+            missing_tasks = cloudwatch.MathExpression(
+                expression="desired - running", using_metrics=tasks, label="Tasks missing", period=five_min
+            )
+            self.alarms.append(
+                alarm(
+                    "TasksBelowDesired",
+                    missing_tasks,
+                    0,
+                    "Fewer tasks running than desired for 10 minutes (tasks fail to start or keep crashing)",
+                    missing=breaching,
+                )
+            )
 
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", default_interval=cdk.Duration.hours(3))
         self.dashboard.add_widgets(
@@ -438,11 +466,14 @@ class ServiceStack(cdk.Stack):
         vpc: ec2.IVpc,
         database: rds.DatabaseInstance,
         app_secret: secretsmanager.ISecret,
+        alarm_topic: AlarmTopic,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         api = ConversationService(self, "Api", config=config, vpc=vpc, database=database, app_secret=app_secret)
-        monitoring = Monitoring(self, "Monitoring", config=config, service=api, database=database)
+        monitoring = Monitoring(
+            self, "Monitoring", config=config, service=api, database=database, alarm_topic=alarm_topic
+        )
 
         output(self, outputs.SERVICE_URL, api.url, "Base URL of the conversation service")
         output(self, outputs.LOAD_BALANCER_ARN, api.load_balancer.load_balancer_arn, "Load balancer")
@@ -452,5 +483,4 @@ class ServiceStack(cdk.Stack):
         output(self, outputs.LOG_GROUP_NAME, api.log_group.log_group_name, "Service log group")
         output(self, outputs.API_TOKEN_SECRET_ARN, api.api_token.secret_arn, "Secret holding the API token")
         output(self, outputs.DASHBOARD_NAME, monitoring.dashboard.dashboard_name, "CloudWatch dashboard")
-        output(self, outputs.ALARM_TOPIC_ARN, monitoring.topic.topic_arn, "SNS topic of the alarms")
         output(self, outputs.PROFILE, config.profile, "Deployment profile")

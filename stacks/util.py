@@ -7,6 +7,8 @@ import jsii
 from aws_cdk import aws_logs as logs
 from constructs import IConstruct
 
+from .config import DeploymentConfig
+
 _RETENTION_DAYS = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -38,6 +40,11 @@ def output(stack: cdk.Stack, key: str, value: str, description: str) -> cdk.CfnO
     out = cdk.CfnOutput(stack, key, value=value, description=description)
     out.override_logical_id(key)
     return out
+
+
+def log_removal(config: DeploymentConfig) -> cdk.RemovalPolicy:
+    """What deleting a stack does to its log groups: prod keeps them, other profiles clean up."""
+    return cdk.RemovalPolicy.RETAIN if config.retain_logs else cdk.RemovalPolicy.DESTROY
 
 
 def retention(days: int) -> logs.RetentionDays:

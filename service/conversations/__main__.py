@@ -10,6 +10,11 @@ from . import logs
 from .api import create_app
 from .settings import Settings, SettingsError
 
+# Longer than the load balancer's idle timeout (60 s, stacks/service.py), so the load balancer,
+# not the task, closes an idle keep-alive connection: otherwise a request can race the close
+# and its caller gets a 502.
+KEEP_ALIVE_S = 75
+
 
 def main() -> int:
     try:
@@ -25,6 +30,7 @@ def main() -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=20,
+        timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=True,
         forwarded_allow_ips="*",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.config import ConfigError, load_config
+from tests.infra.conftest import CERT
 
 ENV = {"CDK_DEFAULT_REGION": "eu-west-1"}
 
@@ -18,8 +19,11 @@ def test_dev_is_the_default_and_cheap():
     assert config.azs == ("eu-west-1a", "eu-west-1b")
 
 
+PROD = {"profile": "prod", "certificateArn": CERT}
+
+
 def test_prod_is_safe():
-    config = load_config({"profile": "prod"}, ENV)
+    config = load_config(PROD, ENV)
     assert config.db_multi_az and config.db_deletion_protection and config.termination_protection
     assert config.db_backup_retention_days >= 14
     assert config.nat_gateways == len(config.azs) == 3
@@ -100,7 +104,7 @@ def test_request_scaling_target_cites_the_recorded_benchmark():
     assert runs, "no full benchmark run is recorded in bench/results/"
     recorded = json.loads(runs[-1].read_text())["http"]["rps_per_core"]
     assert recorded == HTTP_RPS_PER_CORE, "update HTTP_RPS_PER_CORE in stacks/config.py from the latest run"
-    dev, prod = load_config({}, ENV), load_config({"profile": "prod"}, ENV)
+    dev, prod = load_config({}, ENV), load_config(PROD, ENV)
     assert dev.requests_per_target == requests_per_target_per_minute(256) == int(HTTP_RPS_PER_CORE * 0.25 * 0.6 * 60)
     assert prod.requests_per_target == requests_per_target_per_minute(1024)
     assert load_config({"requestsPerTarget": "500"}, ENV).requests_per_target == 500
