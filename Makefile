@@ -11,13 +11,14 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PORT ?= 8080
 PROFILE ?= dev
-CDK_ARGS := -c profile=$(PROFILE) --no-notices
+CERTIFICATE_ARN ?=
+CDK_ARGS := -c profile=$(PROFILE) $(if $(CERTIFICATE_ARN),-c certificateArn=$(CERTIFICATE_ARN)) --no-notices
 # jsii compares this with the Node major version; 20 works but is past its end of life.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up verify cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up verify preflight cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,6 +45,9 @@ $(CHROMIUM): # the browser tests drive Debian's Chromium (Playwright's own downl
 up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-resource handler, service, verification
 	PORT=$(PORT) $(PY) scripts/local_stack.py
 
+preflight: $(STAMP) ## before a deploy: credentials, region, CDK bootstrap, ECS service-linked role, Docker, certificate
+	$(PY) scripts/verify_deployment.py --preflight --profile $(PROFILE) $(if $(CERTIFICATE_ARN),--certificate-arn $(CERTIFICATE_ARN))
+
 verify: $(STAMP) ## verify the deployed PROFILE (stacks, ECS, targets, RDS, rotation, alarms, HTTP round trip)
 	$(PY) scripts/verify_deployment.py --profile $(PROFILE) $(VERIFY_ARGS)
 
@@ -65,7 +69,7 @@ cfn-lint: synth ## cfn-lint on the templates in cdk.out
 diff: $(STAMP) $(NODE_STAMP) ## what a deploy of PROFILE would change (needs AWS credentials)
 	$(CDK) diff --all $(CDK_ARGS)
 
-deploy: $(STAMP) $(NODE_STAMP) ## deploy the three stacks of PROFILE (needs AWS credentials and Docker for the image)
+deploy: $(STAMP) $(NODE_STAMP) preflight ## preflight, then deploy the three stacks of PROFILE (needs AWS credentials and Docker)
 	$(CDK) deploy --all $(CDK_ARGS) --require-approval broadening --outputs-file cdk-outputs-$(PROFILE).json
 
 destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database is protected and snapshotted)

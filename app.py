@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks import outputs
-from stacks.config import DeploymentConfig, load_config
+from stacks.config import ConfigError, DeploymentConfig, load_config
 from stacks.data import DataStack
 from stacks.network import NetworkStack
 from stacks.service import ServiceStack
@@ -63,7 +64,13 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
 def main() -> None:
     app = cdk.App()
     context = {key: app.node.try_get_context(key) for key in _context_keys()}
-    build(app, load_config(context, os.environ))
+    try:
+        config = load_config(context, os.environ)
+    except ConfigError as exc:
+        # One line that names the key, not a traceback through jsii.
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    build(app, config)
     app.synth()
 
 

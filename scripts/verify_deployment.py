@@ -304,9 +304,13 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
             problems.append("storage not encrypted")
         if instance.get("PubliclyAccessible"):
             problems.append("publicly accessible")
-        want_multi_az = profile == "prod"
+        # What the Data stack was deployed with (its output), not what the profile's name suggests:
+        # a dev stack deployed with -c dbMultiAz=true is Multi-AZ on purpose.
+        declared = target.output(outputs.DATABASE_MULTI_AZ)
+        want_multi_az = declared == "true" if declared is not None else profile == "prod"
+        source = f"the {outputs.DATABASE_MULTI_AZ} output" if declared is not None else f"the {profile} profile"
         if bool(instance.get("MultiAZ")) != want_multi_az:
-            problems.append(f"MultiAZ is {instance.get('MultiAZ')}, the {profile} profile expects {want_multi_az}")
+            problems.append(f"MultiAZ is {instance.get('MultiAZ')}, {source} expects {want_multi_az}")
         groups = [g["DBParameterGroupName"] for g in instance.get("DBParameterGroups", [])]
         force_ssl = _parameter(rds, groups[0], "rds.force_ssl") if groups else None
         if force_ssl != "1":
@@ -320,16 +324,38 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
 
     def rotation() -> str:
         done = []
+        now = time.time()
         for key in (outputs.MASTER_SECRET_ARN, outputs.APP_SECRET_ARN):
+            name = key.removesuffix("Arn")
             described = aws.client("secretsmanager").describe_secret(SecretId=_need(target, key))
             if not described.get("RotationEnabled"):
                 raise CheckFailed(f"{key}: rotation is not enabled", "the Data stack configures rotation: redeploy it")
-            done.append(
-                f"{key.removesuffix('Arn')} every {described['RotationRules'].get('AutomaticallyAfterDays')} d"
-                if described.get("RotationRules", {}).get("AutomaticallyAfterDays")
-                else key.removesuffix("Arn")
-            )
-        return "rotation on: " + ", ".join(done)
+            days = described.get("RotationRules", {}).get("AutomaticallyAfterDays")
+            # A rotation that failed leaves its new version staged AWSPENDING beside AWSCURRENT;
+            # the secret keeps working with the old value, and nothing else says so.
+            stuck = [
+                version
+                for version, stages in described.get("VersionIdsToStages", {}).items()
+                if "AWSPENDING" in stages and "AWSCURRENT" not in stages
+            ]
+            if stuck:
+                raise CheckFailed(
+                    f"{name}: the last rotation did not finish (version {stuck[0][:8]} is still AWSPENDING)",
+                    "read the rotation function's log group (/aws/lambda/...Rotation...); "
+                    f"retry with: aws secretsmanager rotate-secret --secret-id {described.get('Name', key)}",
+                )
+            last = described.get("LastRotatedDate")
+            if last is None:
+                done.append(f"{name} every {days} d (not rotated yet)")
+                continue
+            age_days = (now - last.timestamp()) / 86400
+            if days and age_days > days + 1:
+                raise CheckFailed(
+                    f"{name}: last rotated {age_days:.0f} d ago, schedule is every {days} d (rotations are failing)",
+                    "read the rotation function's log group; the alarm topic also receives RotationFailed events",
+                )
+            done.append(f"{name} every {days} d, last {age_days:.0f} d ago")
+        return "rotation on and succeeding: " + ", ".join(done)
 
     def alarms() -> str:
         names = outputs.stack_names(profile)
@@ -353,6 +379,121 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
     yield "aws: rds instance", database
     yield "aws: secret rotation", rotation
     yield "aws: alarms", alarms
+
+
+# ---------------------------------------------------------------- preflight (before any deploy)
+
+BOOTSTRAP_STACK = "CDKToolkit"
+# The bootstrap version aws-cdk-lib 2.x's default synthesizer requires (its templates check it).
+MIN_BOOTSTRAP_VERSION = 6
+ECS_SERVICE_LINKED_ROLE = "AWSServiceRoleForECS"
+DOCKER_COMMAND = ("docker", "info", "--format", "{{.ServerVersion}}")
+
+
+def preflight_checks(
+    aws: Aws,
+    *,
+    profile: str,
+    certificate_arn: str | None,
+    docker_command: tuple[str, ...] = DOCKER_COMMAND,
+) -> Iterator[tuple[str, Callable[[], str]]]:
+    """What a first ``cdk deploy`` into an account needs, checked before it starts."""
+    region = aws.session.region_name
+    identity: dict[str, str] = {}
+
+    def credentials() -> str:
+        if not region:
+            raise CheckFailed("no AWS region", "set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
+        if aws.session.get_credentials() is None:
+            raise CheckFailed("no AWS credentials found", "run `aws configure`, `aws sso login`, or set AWS_PROFILE")
+        try:
+            identity.update(aws.client("sts").get_caller_identity())
+        except Exception as exc:  # noqa: BLE001 - botocore raises many types; the code is enough
+            raise CheckFailed(
+                f"the credentials are refused ({_aws_error(exc)})", "refresh them: `aws sso login` or new keys"
+            ) from None
+        return f"account {identity['Account']} in {region} as {identity['Arn']}"
+
+    def bootstrap() -> str:
+        fix = f"npx cdk bootstrap aws://{identity.get('Account', 'ACCOUNT')}/{region}"
+        try:
+            stack = aws.client("cloudformation").describe_stacks(StackName=BOOTSTRAP_STACK)["Stacks"][0]
+        except Exception as exc:  # noqa: BLE001
+            raise CheckFailed(f"no {BOOTSTRAP_STACK} stack in {region} ({_aws_error(exc)})", fix) from None
+        status = stack["StackStatus"]
+        # UPDATE_ROLLBACK_COMPLETE is a working stack; ROLLBACK_COMPLETE is a bootstrap that never worked.
+        if not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
+            raise CheckFailed(f"{BOOTSTRAP_STACK} is {status}", fix)
+        found = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}.get("BootstrapVersion")
+        if found is None or int(found) < MIN_BOOTSTRAP_VERSION:
+            raise CheckFailed(f"bootstrap version {found}, at least {MIN_BOOTSTRAP_VERSION} needed", fix)
+        return f"{BOOTSTRAP_STACK} {status}, version {found}"
+
+    def ecs_role() -> str:
+        try:
+            aws.client("iam").get_role(RoleName=ECS_SERVICE_LINKED_ROLE)
+        except Exception as exc:  # noqa: BLE001
+            if _aws_error(exc) != "NoSuchEntity":
+                raise CheckFailed(f"cannot read IAM role {ECS_SERVICE_LINKED_ROLE} ({_aws_error(exc)})") from None
+            raise CheckFailed(
+                f"{ECS_SERVICE_LINKED_ROLE} does not exist (the first ECS service in an account can fail on it)",
+                "aws iam create-service-linked-role --aws-service-name ecs.amazonaws.com",
+            ) from None
+        return f"{ECS_SERVICE_LINKED_ROLE} exists"
+
+    def docker() -> str:
+        import subprocess
+
+        try:
+            answer = subprocess.run(  # noqa: S603 - a fixed command, no shell
+                list(docker_command), capture_output=True, text=True, timeout=20, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CheckFailed(
+                f"`{' '.join(docker_command[:2])}` did not run ({type(exc).__name__})",
+                "install Docker (cdk deploy builds the service image with it) and start it",
+            ) from None
+        if answer.returncode != 0:
+            reason = (answer.stderr or answer.stdout).strip().splitlines()
+            raise CheckFailed(
+                f"Docker does not answer: {reason[-1][:160] if reason else answer.returncode}",
+                "start the Docker daemon (cdk deploy builds the service image with it)",
+            )
+        return f"Docker {answer.stdout.strip() or 'answers'}"
+
+    def certificate() -> str:
+        if not certificate_arn:
+            if profile == "prod":
+                raise CheckFailed(
+                    "the prod profile needs an HTTPS certificate",
+                    "request one in ACM in this region and pass --certificate-arn (and -c certificateArn to cdk), "
+                    "or accept plain HTTP with -c allowPlainHttp=true",
+                )
+            return "none given: the load balancer serves plain HTTP (fine for dev)"
+        cert_region = certificate_arn.split(":")[3] if certificate_arn.count(":") >= 5 else ""
+        if cert_region != region:
+            raise CheckFailed(
+                f"the certificate is in {cert_region or 'an unknown region'}, the stacks deploy to {region}",
+                f"a load balancer needs a certificate from ACM in {region}: request or import one there",
+            )
+        try:
+            cert = aws.client("acm").describe_certificate(CertificateArn=certificate_arn)["Certificate"]
+        except Exception as exc:  # noqa: BLE001
+            raise CheckFailed(
+                f"cannot read the certificate ({_aws_error(exc)})", "check the ARN and the account"
+            ) from None
+        if cert.get("Status") != "ISSUED":
+            raise CheckFailed(
+                f"the certificate for {cert.get('DomainName')} is {cert.get('Status')}, not ISSUED",
+                "finish its validation (DNS record) in ACM, then run the preflight again",
+            )
+        return f"{cert.get('DomainName')} ISSUED in {region}"
+
+    yield "preflight: credentials and region", credentials
+    yield "preflight: cdk bootstrap", bootstrap
+    yield "preflight: ecs service-linked role", ecs_role
+    yield "preflight: docker", docker
+    yield "preflight: certificate", certificate
 
 
 def _parameter(rds: Any, group: str, name: str) -> str | None:
@@ -483,9 +624,18 @@ def main(argv: list[str] | None = None) -> int:
         help="keep re-checking for up to SECONDS while a deploy settles",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--preflight",
+        action="store_true",
+        help="before a first deploy: credentials, region, CDK bootstrap, the ECS service-linked role, Docker, "
+        "the certificate",
+    )
+    parser.add_argument("--certificate-arn", help="with --preflight: the certificateArn you will deploy with")
     args = parser.parse_args(argv)
     if args.wait < 0:
         parser.error("--wait must not be negative")
+    if args.preflight and (args.url or args.outputs_file):
+        parser.error("--preflight checks the account, not a deployment: it takes no --url or --outputs-file")
 
     local = bool(args.url) and not args.profile and not args.outputs_file
     aws = None
@@ -494,6 +644,17 @@ def main(argv: list[str] | None = None) -> int:
 
         args.profile = args.profile or "dev"
         aws = Aws(boto3.session.Session(region_name=args.region))
+    if args.preflight:
+        assert aws is not None
+        checks = list(preflight_checks(aws, profile=args.profile, certificate_arn=args.certificate_arn))
+        return report(run_checks(checks), args.json, url=None)
+    if aws is not None and aws.session.get_credentials() is None:
+        print(
+            "no AWS credentials found: run `aws configure` or `aws sso login` (or set AWS_PROFILE), "
+            "or pass --url to run only the HTTP checks",
+            file=sys.stderr,
+        )
+        return 2
     target = resolve_target(args, aws)
     results = verify(
         target,
@@ -502,14 +663,15 @@ def main(argv: list[str] | None = None) -> int:
         wait=args.wait,
         progress=None if args.json else lambda line: print(line, file=sys.stderr, flush=True),
     )
-    if args.json:
+    return report(results, args.json, url=target.url)
+
+
+def report(results: list[Check], as_json: bool, *, url: str | None) -> int:
+    """Print the results (a table, or JSON); the exit status: 0 only when every check passed."""
+    if as_json:
         print(
             json.dumps(
-                {
-                    "ok": all(r.result == PASS for r in results),
-                    "url": target.url,
-                    "checks": [asdict(r) for r in results],
-                },
+                {"ok": all(r.result == PASS for r in results), "url": url, "checks": [asdict(r) for r in results]},
                 indent=2,
             )
         )

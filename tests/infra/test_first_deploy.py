@@ -177,3 +177,18 @@ def test_the_service_does_not_import_the_database_port(dev):
     """Each import is a value the Data stack can never change while the Service stack exists."""
     imports = json.dumps(dev.service.to_json())
     assert "EndpointPort" not in imports
+
+
+def test_synth_of_prod_without_a_certificate_stops_with_one_line_naming_the_key():
+    import os
+    import subprocess
+    import sys
+
+    from tests.infra.conftest import ROOT
+
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({"profile": "prod"}), "CDK_OUTDIR": "/nonexistent"}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("configuration error")]
+    assert len(lines) == 1 and "certificateArn" in lines[0] and "allowPlainHttp" in lines[0]
+    assert "Traceback" not in result.stderr

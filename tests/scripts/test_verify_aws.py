@@ -4,6 +4,7 @@ them, and the HTTP half against the real service."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
@@ -94,6 +95,15 @@ def deployed(live_url, monkeypatch):
                 RotationRules={"AutomaticallyAfterDays": 30},
                 RotateImmediately=False,
             )
+            # moto leaves the scheduled rotation's version AWSPENDING (its stand-in function does
+            # nothing); finish it as a successful rotation would, so the secret is as deployed.
+            stages = sm.describe_secret(SecretId=arn)["VersionIdsToStages"]
+            current = next(v for v, s in stages.items() if "AWSCURRENT" in s)
+            for version in (v for v, s in stages.items() if "AWSPENDING" in s and "AWSCURRENT" not in s):
+                sm.update_secret_version_stage(
+                    SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=current
+                )
+                sm.update_secret_version_stage(SecretId=arn, VersionStage="AWSPENDING", RemoveFromVersionId=version)
             secret_arns[key] = arn
         token_arn = sm.create_secret(Name="api-token", SecretString=TOKEN)["ARN"]
         cw = session.client("cloudwatch")
@@ -298,3 +308,50 @@ def test_missing_stack_is_caught():
         results = by_name(verify.verify(target, aws=aws, read_only=True))
     assert results["aws: stacks"].result == "FAIL" and "ValidationError" in results["aws: stacks"].detail
     assert "stack output ClusterName not found" in results["aws: ecs service"].detail
+
+
+def test_multi_az_is_expected_from_the_stack_output_not_the_profile_name(deployed):
+    """A prod stack deployed with -c dbMultiAz=false is single-AZ on purpose; a dev one with true is Multi-AZ."""
+    aws = verify.Aws(deployed["session"])
+    stack_outputs = verify.load_stack_outputs(aws, "dev")
+    stack_outputs[NAMES.data][outputs.DATABASE_MULTI_AZ] = "false"
+    target = verify.Target(url="", profile="prod", stack_outputs=stack_outputs)
+    rows = by_name(verify.run_checks(list(verify.aws_checks(aws, target))))
+    assert rows["aws: rds instance"].result == "PASS", rows["aws: rds instance"].detail
+    stack_outputs[NAMES.data][outputs.DATABASE_MULTI_AZ] = "true"
+    rows = by_name(verify.run_checks(list(verify.aws_checks(aws, target))))
+    assert rows["aws: rds instance"].result == "FAIL"
+    assert "the DatabaseMultiAz output expects True" in rows["aws: rds instance"].detail
+
+
+def test_a_rotation_that_did_not_finish_is_caught(deployed):
+    """A failed rotation leaves its new version AWSPENDING and the old one AWSCURRENT: still 'enabled'."""
+    sm = deployed["session"].client("secretsmanager")
+    arn = deployed["outputs"][NAMES.data][outputs.APP_SECRET_ARN]
+    sm.put_secret_value(
+        SecretId=arn, SecretString=json.dumps({"username": "conversations_app_clone"}), VersionStages=["AWSPENDING"]
+    )
+    code, results = run(deployed, "--read-only")
+    row = by_name(results)["aws: secret rotation"]
+    assert code == 1 and "AppSecret: the last rotation did not finish" in row.detail
+    assert "rotate-secret" in row.hint
+
+
+def test_an_overdue_rotation_is_caught(deployed):
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    arn = deployed["outputs"][NAMES.data][outputs.MASTER_SECRET_ARN]
+    secret = secretsmanager_backends["123456789012"][REGION].secrets[arn]
+    secret.last_rotation_date = int(time.time()) - 45 * 86400
+    code, results = run(deployed, "--read-only")
+    row = by_name(results)["aws: secret rotation"]
+    assert code == 1 and "MasterSecret: last rotated 45 d ago, schedule is every 30 d" in row.detail
+
+
+def test_without_credentials_it_says_so_instead_of_no_service_url(monkeypatch, capsys):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
+    assert verify.main(["--profile", "dev"]) == 2
+    err = capsys.readouterr().err
+    assert "no AWS credentials found" in err and "no service URL" not in err
