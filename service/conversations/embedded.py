@@ -38,6 +38,38 @@ class EmbeddedDatabase:
     migration: MigrationResult
 
 
+class EmbeddedDataError(RuntimeError):
+    """The embedded data directory cannot be opened by these binaries; the message says what to do."""
+
+
+def local_major() -> int:
+    """The major version of the embedded PostgreSQL binaries (the ``pgserver`` package)."""
+    import subprocess
+
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    out = subprocess.run(  # noqa: S603 - fixed binary and arguments
+        [str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(out.split(")")[-1].strip().split(".")[0])
+
+
+def check_data_version(pgdata: Path) -> None:
+    """Refuse, with the way out, a data directory made by another major version (PostgreSQL
+    cannot open it, and would say so only in its own log)."""
+    marker = pgdata / "PG_VERSION"
+    if not marker.exists():
+        return
+    found, wanted = marker.read_text().strip(), local_major()
+    if found != str(wanted):
+        raise EmbeddedDataError(
+            f"{pgdata} holds a PostgreSQL {found} database; this checkout runs PostgreSQL {wanted} (the "
+            f"version RDS runs). To start afresh, move it aside: mv {pgdata} {pgdata}-{found}. To keep its "
+            f"conversations, export them with the older checkout (scripts/conversations_io.py export) and "
+            "import them here."
+        )
+
+
 def start_server(data_dir: Path) -> str:
     """Start (or join) the embedded server for ``data_dir`` and make sure ``ragdb`` exists.
 
@@ -55,6 +87,7 @@ def start_server(data_dir: Path) -> str:
 
     pgdata = data_dir.resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    check_data_version(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     # get_server() hands back a cached handle within one process; make sure the server
     # behind it still runs (it may have been stopped since).

@@ -40,6 +40,9 @@ _MESSAGE_COLUMNS = (
 _SUMMARY_COLUMNS = "c.conversation_id, c.user_id, c.title, c.created_at, c.updated_at, c.message_count"
 # A caller with a user id sees only its own conversations; without one, every conversation.
 _OWNED = "(%(user_id)s::text IS NULL OR c.user_id = %(user_id)s)"
+# How many index tuples an iterative similarity scan may visit to fill a scoped result
+# (pgvector's default is 20,000): the bound on a similarity search's work.
+SIMILAR_MAX_SCAN_TUPLES = 100_000
 
 
 class StoreError(Exception):
@@ -366,14 +369,22 @@ class Store:
         with self._conn() as conn, conn.transaction():
             # HNSW returns at most ef_search candidates; ask for at least as many as wanted.
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, limit * 2)),))
+            # A scope (a user, a conversation) filters the index's candidates afterwards: with a
+            # plain scan, a scope far from the query gets fewer hits than it holds, even none.
+            # pgvector 0.8's iterative scan keeps fetching candidates until the limit is met (or
+            # hnsw.max_scan_tuples are visited); relaxed order is re-sorted below.
+            conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(SIMILAR_MAX_SCAN_TUPLES),))
             with conn.cursor(row_factory=class_row(SimilarHit)) as cur:
                 return cur.execute(
-                    "SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.content, m.created_at,"
-                    "  (m.embedding <=> %(v)s::vector)::float8 AS distance"
-                    " FROM messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
-                    f" WHERE m.embedding IS NOT NULL AND {_OWNED}"
-                    "   AND (%(cid)s::text IS NULL OR m.conversation_id = %(cid)s)"
-                    " ORDER BY m.embedding <=> %(v)s::vector LIMIT %(limit)s",
+                    "WITH hits AS MATERIALIZED ("
+                    "  SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.content, m.created_at,"
+                    "    (m.embedding <=> %(v)s::vector)::float8 AS distance"
+                    "  FROM messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
+                    f"  WHERE m.embedding IS NOT NULL AND {_OWNED}"
+                    "    AND (%(cid)s::text IS NULL OR m.conversation_id = %(cid)s)"
+                    "  ORDER BY m.embedding <=> %(v)s::vector LIMIT %(limit)s)"
+                    " SELECT * FROM hits ORDER BY distance, message_id",
                     {"v": _vector_literal(embedding), "user_id": user_id, "cid": conversation_id, "limit": limit},
                 ).fetchall()
 

@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match, Template
 
 from conversations.__main__ import KEEP_ALIVE_S
 from stacks.config import ConfigError, load_config
+from stacks.data import POSTGRES_MAJOR
 from stacks.network import NetworkStack
 from tests.infra.conftest import ACCOUNT, REGION
 
@@ -45,9 +46,9 @@ def test_rotation_schedules_wait_for_the_schema_resource(profile, request):
 def test_engine_version_is_the_major_only_with_minor_upgrades_on(dev, prod):
     for synth in (dev, prod):
         (instance,) = resources(synth.data, "AWS::RDS::DBInstance").values()
-        assert instance["Properties"]["EngineVersion"] == "17"
+        assert instance["Properties"]["EngineVersion"] == POSTGRES_MAJOR
         assert instance["Properties"]["AutoMinorVersionUpgrade"] is True
-        synth.data.has_resource_properties("AWS::RDS::DBParameterGroup", {"Family": "postgres17"})
+        synth.data.has_resource_properties("AWS::RDS::DBParameterGroup", {"Family": f"postgres{POSTGRES_MAJOR}"})
 
 
 def test_slow_statements_are_logged_without_their_parameters(dev):

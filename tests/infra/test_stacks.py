@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from stacks import outputs
+from stacks.data import POSTGRES_MAJOR
 
 
 def resources(template, type_):
@@ -68,10 +69,10 @@ def db(template):
     return only(template, "AWS::RDS::DBInstance")
 
 
-def test_database_is_postgres_17_private_encrypted_and_in_isolated_subnets(dev):
+def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(dev):
     props = db(dev.data)["Properties"]
     assert props["Engine"] == "postgres"
-    assert props["EngineVersion"] == "17"
+    assert props["EngineVersion"] == POSTGRES_MAJOR
     assert props["PubliclyAccessible"] is False
     assert props["StorageEncrypted"] is True
     assert props["StorageType"] == "gp3"
@@ -89,7 +90,7 @@ def test_parameter_group_forces_tls_and_logs_slow_queries(dev):
     dev.data.has_resource_properties(
         "AWS::RDS::DBParameterGroup",
         {
-            "Family": "postgres17",
+            "Family": f"postgres{POSTGRES_MAJOR}",
             "Parameters": Match.object_like({"rds.force_ssl": "1", "log_min_duration_statement": "500"}),
         },
     )

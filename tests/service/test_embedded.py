@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from conversations.api import create_app
@@ -36,3 +37,16 @@ def test_embedded_default_serves_migrates_and_keeps_data_across_restarts(tmp_pat
             assert client.get("/conversations/kept").json()["title"] == "t"
     finally:
         stop_embedded(tmp_path / "local")
+
+
+def test_a_data_directory_of_another_major_version_is_refused_with_the_way_out(tmp_path):
+    from conversations.embedded import EmbeddedDataError, local_major, start_server
+
+    pgdata = tmp_path / "local" / "pgdata"
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("16\n")
+    with pytest.raises(EmbeddedDataError) as refused:
+        start_server(tmp_path / "local")
+    message = str(refused.value)
+    assert f"PostgreSQL 16 database; this checkout runs PostgreSQL {local_major()}" in message
+    assert f"mv {pgdata} {pgdata}-16" in message

@@ -102,3 +102,44 @@ def test_store_keeps_explicit_timestamps_for_imports(store):
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     store.create_conversation(conversation_id="old", messages=[NewMessage("user", "hi", created_at=when)])
     assert store.get_conversation("old").messages[0].created_at == when
+
+
+def test_similarity_search_in_a_small_scope_returns_every_hit_that_exists(store, clean_db):
+    """An approximate index over every embedding, filtered afterwards, returns fewer hits than the
+    scope holds when the scope's embeddings are far from the query; pgvector 0.8's iterative index
+    scans keep scanning until the limit is met."""
+    # Given 10,000 embedded messages of other users, near the query, and a user with 300
+    # conversations whose 6 embedded messages point away from it
+    with psycopg.connect(clean_db.admin, autocommit=True) as admin:
+        admin.execute(
+            "INSERT INTO conversations (conversation_id, user_id) SELECT 'other-' || g, 'other-' || (g % 50)"
+            " FROM generate_series(1, 250) g"
+        )
+        admin.execute(
+            "INSERT INTO messages (conversation_id, seq, role, content, embedding)"
+            " SELECT 'other-' || (1 + (g - 1) / 40), 1 + (g - 1) % 40, 'user', 'x',"
+            "   (SELECT array_agg(random())::vector FROM generate_series(1, 8) WHERE g > 0)"
+            " FROM generate_series(1, 10000) g"
+        )
+        admin.execute(
+            "INSERT INTO conversations (conversation_id, user_id)"
+            " SELECT 'mine-' || g, 'me' FROM generate_series(1, 300) g"
+        )
+        admin.execute(
+            "INSERT INTO messages (conversation_id, seq, role, content, embedding)"
+            " SELECT 'mine-' || (1 + g % 300), g, 'user', 'y', CASE WHEN g <= 6 THEN '[1,0,0,0,0,0,0,0]'::vector END"
+            " FROM generate_series(1, 9000) g"
+        )
+        admin.execute("ANALYZE conversations")
+        admin.execute("ANALYZE messages")
+    query = [0.0] + [1.0] * 7
+    # When the user searches their own messages, repeatedly (psycopg prepares a statement from
+    # its sixth run, and PostgreSQL may then switch to a generic plan: every plan must hold up)
+    for _ in range(12):
+        by_user = store.similar(query, user_id="me", limit=6)
+        by_conversation = store.similar(query, conversation_id="mine-2", limit=5)
+        # Then every embedded message in the scope comes back, nearest first
+        assert len(by_user) == 6 and all(h.conversation_id.startswith("mine-") for h in by_user)
+        assert [h.conversation_id for h in by_conversation] == ["mine-2"]
+        distances = [h.distance for h in by_user]
+        assert distances == sorted(distances)

@@ -1,0 +1,37 @@
+"""One PostgreSQL everywhere: the major version `cdk deploy` creates is the one `make up`, the
+tests and the benchmarks run, with a pgvector that has iterative index scans."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import psycopg
+
+from stacks.data import POSTGRES_MAJOR, POSTGRES_VERSION
+
+MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan)
+
+
+def test_the_template_pins_the_same_major_as_the_code(dev):
+    (instance,) = dev.data.find_resources("AWS::RDS::DBInstance").values()
+    assert instance["Properties"]["EngineVersion"] == POSTGRES_VERSION.postgres_major_version == POSTGRES_MAJOR
+
+
+def test_the_embedded_binaries_are_the_deployed_major():
+    """make up, the tests and the benchmarks all start PostgreSQL from the pgserver package."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    out = subprocess.run([str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    major = re.search(r"\(PostgreSQL\) (\d+)\.", out.stdout)
+    assert major, out.stdout
+    assert major.group(1) == POSTGRES_MAJOR, f"local PostgreSQL {out.stdout.strip()}, RDS runs {POSTGRES_MAJOR}"
+
+
+def test_the_test_database_is_the_deployed_major_with_a_recent_pgvector(pg):
+    with psycopg.connect(pg.conninfo()) as conn:
+        major = conn.info.server_version // 10000
+        row = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    assert str(major) == POSTGRES_MAJOR, f"tests run PostgreSQL {major}, RDS runs {POSTGRES_MAJOR}"
+    assert row is not None, "pgvector is not available"
+    assert tuple(int(part) for part in row[0].split(".")[:2]) >= MIN_PGVECTOR, row[0]
