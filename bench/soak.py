@@ -22,14 +22,11 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from bench.run import load_step, service_process
+from conversations.migrate import ensure_app_role, migrate
+from devtools.postgres import remove, start_embedded_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "service"))
-sys.path.insert(0, str(ROOT))
-
-from bench.run import load_step, service_process  # noqa: E402
-from conversations.migrate import ensure_app_role, migrate  # noqa: E402
-from tests.support.postgres import remove, start_embedded_server  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
 WINDOW_S = 30

@@ -30,11 +30,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "service"))
+from conversations.models import ROLES, ConversationRecord, NewMessage
+from conversations.store import Store
 
-from conversations.models import ROLES, ConversationRecord, NewMessage  # noqa: E402
-from conversations.store import Store  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MAX_ID = 255
 

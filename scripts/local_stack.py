@@ -9,6 +9,9 @@
 4. ``verify_deployment.py`` against it, its table printed;
 then the service stays up until Ctrl-C. ``--verify-only`` stops after step 4 and exits
 with the verification's status.
+
+``--down`` stops the embedded PostgreSQL (``make down``); ``--reset`` stops it and, after a
+confirmation (or ``--yes``), deletes its data (``make reset``).
 """
 
 from __future__ import annotations
@@ -19,31 +22,21 @@ import os
 import secrets
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from devtools.lambda_context import LambdaContext
+from devtools.secrets import create_stack_secrets
+from devtools.serving import serve_app
+from scripts import verify_deployment
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "service"))
-sys.path.insert(0, str(ROOT))
-
-from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
-
-from scripts import verify_deployment  # noqa: E402
 
 APP_SECRET_FILE = "app-secret.json"  # noqa: S105 - a file name
-
-
-class LambdaContext:
-    """What the handler reads from a Lambda context: its remaining time."""
-
-    def __init__(self, budget_ms: int = 300_000) -> None:
-        self.deadline = time.monotonic() + budget_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
 
 
 def apply_schema(data_dir: Path, embedding_dimension: int) -> tuple[str, dict[str, Any]]:
@@ -61,28 +54,23 @@ def apply_schema(data_dir: Path, embedding_dimension: int) -> tuple[str, dict[st
         import boto3
 
         client = boto3.client("secretsmanager")
-        master_arn = client.create_secret(
-            Name="local/master",
-            SecretString=json.dumps(
-                {
-                    "engine": "postgres",
-                    "host": admin["host"],
-                    "port": 5432,
-                    "dbname": admin["dbname"],
-                    "username": admin["user"],
-                    "password": "unused-on-the-local-socket",
-                }
-            ),
-        )["ARN"]
-        app_arn = client.create_secret(Name="local/app", SecretString=json.dumps(app_secret))["ARN"]
+        arns = create_stack_secrets(
+            client,
+            host=str(admin["host"]),
+            port=5432,
+            dbname=str(admin["dbname"]),
+            master=(str(admin["user"]), "unused-on-the-local-socket"),
+            app=(app_secret["username"], app_secret["password"]),
+            prefix="local/",
+        )
         event = {
             "RequestType": "Create",
             "RequestId": secrets.token_hex(8),
             "LogicalResourceId": "SchemaMigrations",
             "ResourceType": "Custom::ConversationSchema",
             "ResourceProperties": {
-                "MasterSecretArn": master_arn,
-                "AppSecretArn": app_arn,
+                "MasterSecretArn": arns.master_arn,
+                "AppSecretArn": arns.app_arn,
                 "EmbeddingDimension": str(embedding_dimension),
                 # The embedded server listens on a Unix socket only; RDS gets "require".
                 "SslMode": "disable",
@@ -108,28 +96,6 @@ def _local_app_secret(data_dir: Path, role: str) -> dict[str, str]:
     path.write_text(json.dumps(secret))
     path.chmod(0o600)
     return secret
-
-
-@contextmanager
-def serve_app(app: Any, host: str, port: int) -> Iterator[str]:
-    """Run an ASGI app with uvicorn in a thread until the block ends; yields its URL."""
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise SystemExit(f"the service did not start on {host}:{port} (is the port in use? set PORT)")
-        time.sleep(0.05)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 @contextmanager
@@ -175,10 +141,56 @@ Ctrl-C stops the service; the embedded database keeps running for the next start
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--verify-only", action="store_true", help="set up, verify, then exit with its status")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--verify-only", action="store_true", help="set up, verify, then exit with its status")
+    action.add_argument("--down", action="store_true", help="stop the embedded PostgreSQL")
+    action.add_argument("--reset", action="store_true", help="stop it and delete its data (asks first)")
+    parser.add_argument("--yes", action="store_true", help="with --reset: do not ask")
     args = parser.parse_args(argv)
     data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local")).resolve()
+    if args.down or args.reset:
+        return down(data_dir, reset=args.reset, assume_yes=args.yes)
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return up(args, data_dir)
+    except KeyboardInterrupt:
+        # One line, not a traceback; the next `make up` finishes whatever this one started.
+        print("\ninterrupted; `make up` starts again where this run stopped", file=sys.stderr)
+        return 130
+
+
+def down(data_dir: Path, *, reset: bool, assume_yes: bool) -> int:
+    """Stop the embedded PostgreSQL of ``data_dir``; with ``reset``, delete its data too."""
+    import shutil
+
+    from conversations.embedded import stop_embedded
+
+    stopped = stop_embedded(data_dir) if (data_dir / "pgdata").exists() else False
+    print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+    if not reset:
+        return 0
+    targets = [p for p in (data_dir / "pgdata", data_dir / APP_SECRET_FILE) if p.exists()]
+    if not targets:
+        print(f"nothing to delete under {data_dir}")
+        return 0
+    if not assume_yes:
+        if not sys.stdin.isatty():
+            print("refusing to delete the local data without a terminal to confirm: pass --yes", file=sys.stderr)
+            return 2
+        answer = input(f"delete every local conversation in {data_dir / 'pgdata'}? type 'delete' to confirm: ")
+        if answer.strip() != "delete":
+            print("kept")
+            return 1
+    for target in targets:
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    print(f"deleted {', '.join(str(t) for t in targets)}")
+    return 0
+
+
+def up(args: argparse.Namespace, data_dir: Path) -> int:
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "127.0.0.1")
     dimension = int(os.environ.get("EMBEDDING_DIMENSION", "1536"))

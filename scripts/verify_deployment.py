@@ -29,10 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from stacks import outputs  # pure Python: no CDK needed
 
-from stacks import outputs  # noqa: E402  (pure Python: no CDK needed)
+ROOT = Path(__file__).resolve().parent.parent
 
 MIGRATIONS_DIR = ROOT / "service" / "migrations"
 ONE_MIB = 1024 * 1024

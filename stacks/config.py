@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 DEFAULT_REGION = "eu-west-1"
@@ -74,6 +75,8 @@ class DeploymentConfig:
     log_retention_days: int
     termination_protection: bool
     container_insights: bool
+    allow_major_version_upgrade: bool
+    """Let a deploy move the instance to a new major version (irreversible: snapshot first)."""
     allow_plain_http: bool
     """Explicit opt-out: prod serves plain HTTP without a certificate (never the default)."""
 
@@ -126,6 +129,7 @@ _DEV: dict[str, Any] = dict(
     log_retention_days=30,
     termination_protection=False,
     container_insights=True,
+    allow_major_version_upgrade=False,
     allow_plain_http=False,
 )
 
@@ -220,6 +224,7 @@ _key("logRetentionDays", "log_retention_days")(lambda k, v: _int(k, v, 1, 3653))
 _key("terminationProtection", "termination_protection")(_bool)
 _key("containerInsights", "container_insights")(_bool)
 _key("allowPlainHttp", "allow_plain_http")(_bool)
+_key("allowMajorVersionUpgrade", "allow_major_version_upgrade")(_bool)
 
 
 @_key("certificateArn", "certificate_arn")
@@ -261,8 +266,25 @@ def _azs(key: str, raw: Any) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _is_cdk_key(key: str) -> bool:
+    """aws-cdk-lib's own context: feature flags (``@aws-cdk/...``) and ``aws:cdk:...`` settings."""
+    return key.startswith("@") or ":" in key
+
+
+def check_context_keys(context: Mapping[str, Any]) -> None:
+    """Refuse a context key this app does not know (a typo would otherwise be ignored silently)."""
+    known = ["profile", *CONTEXT_KEYS]
+    for key in context:
+        if key in known or _is_cdk_key(key):
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown context key {key!r}{hint}; the keys are: {', '.join(known)}")
+
+
 def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> DeploymentConfig:
     """Build the config from CDK context (``-c key=value`` and ``cdk.json``) and environment."""
+    check_context_keys(context)
     profile = str(context.get("profile") or "dev")
     if profile not in PROFILE_DEFAULTS:
         raise ConfigError(f"context 'profile' must be one of {', '.join(PROFILE_DEFAULTS)}, got {profile!r}")
@@ -321,14 +343,3 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
     if config.nat_gateways == 0:
         raise ConfigError("natGateways must be at least 1: tasks pull their image and send logs through NAT")
     return config
-
-
-def describe_keys() -> list[tuple[str, str, Any, Any]]:
-    """(context key, field, dev default, prod default) for every overridable setting: the
-    README's configuration table is checked against this."""
-    names = {f.name for f in fields(DeploymentConfig)}
-    rows = []
-    for key, (field, _) in CONTEXT_KEYS.items():
-        assert field in names
-        rows.append((key, field, _DEV.get(field, "<region>a,b,c"), _PROD.get(field, "<region>a,b,c")))
-    return rows

@@ -85,6 +85,9 @@ class Database(Construct):
             cloudwatch_logs_exports=["postgresql", "upgrade"],
             cloudwatch_logs_retention=retention(config.log_retention_days),
             auto_minor_version_upgrade=True,
+            # A stack deployed with another major (17, before this project moved to 18) fails its
+            # update until the operator allows the upgrade deliberately, after a snapshot.
+            allow_major_version_upgrade=config.allow_major_version_upgrade,
             ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
         )
         assert self.instance.secret is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 APP_NAME = "Conversations"
-PROFILES = ("dev", "prod")
 
 
 @dataclass(frozen=True)

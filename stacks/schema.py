@@ -35,6 +35,14 @@ HANDLER = "conversations.cfn_handler.handler"
 # Only what the handler imports: no web framework, no store, no settings.
 HANDLER_MODULES = ("__init__.py", "cfn_handler.py", "credentials.py", "migrate.py")
 LAMBDA_PYTHON = "3.14"
+ASSET_SOURCES = [
+    "*",
+    "!conversations",
+    *(f"!conversations/{module}" for module in HANDLER_MODULES),
+    "!migrations",
+    "!migrations/*.sql",
+    "!requirements.txt",
+]
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
 
 
@@ -65,7 +73,9 @@ class LocalPipBundling:
         package.mkdir(parents=True, exist_ok=True)
         for module in HANDLER_MODULES:
             shutil.copy2(SERVICE_DIR / "conversations" / module, package / module)
-        shutil.copytree(MIGRATIONS_DIR, out / "migrations", dirs_exist_ok=True)
+        (out / "migrations").mkdir(exist_ok=True)
+        for migration in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            shutil.copy2(migration, out / "migrations" / migration.name)
         platform = [
             "--platform",
             LAMBDA_PLATFORM,
@@ -145,7 +155,9 @@ class SchemaMigrations(Construct):
                     image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
                     local=LocalPipBundling(),
                 ),
-                exclude=["**/__pycache__", "Dockerfile", ".dockerignore"],
+                # The source hash covers only what the bundle is built from (an allowlist):
+                # a local database or a stray file under service/ never changes it.
+                exclude=ASSET_SOURCES,
             ),
             description="Applies the conversation service's SQL migrations (CloudFormation custom resource)",
             # Well under the custom resource's own limit below, so a slow database ends in

@@ -67,9 +67,8 @@ class ConversationService(Construct):
         )
         task.add_container(
             "Api",
-            image=ecs.ContainerImage.from_asset(
-                str(SERVICE_DIR), platform=ecr_assets.Platform.LINUX_AMD64, exclude=["**/__pycache__"]
-            ),
+            # service/.dockerignore is an allowlist: nothing untracked reaches the image.
+            image=ecs.ContainerImage.from_asset(str(SERVICE_DIR), platform=ecr_assets.Platform.LINUX_AMD64),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             environment={

@@ -11,7 +11,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from conversations.store import Store
-from tests.support.postgres import PostgresServer, from_database_url, remove, start_embedded_server
+from devtools.postgres import PostgresServer, from_database_url, remove, start_embedded_server
 from tests.support.service import EMBEDDING_DIMENSION, MigratedDatabase, migrated_database, truncate
 
 

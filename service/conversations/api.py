@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -229,7 +229,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     StoreDep = Annotated[Store, Depends(store)]
     IdempotencyDep = Annotated[str | None, Depends(idempotency_key)]
     UserDep = Annotated[str | None, Depends(user_scope)]
-    guarded = [Depends(authorize)]
+    # Every data route: the token checked, the error answers documented.
+    data_routes = APIRouter(dependencies=[Depends(authorize)], responses=_ERRORS)
 
     static_dir = Path(__file__).resolve().parent / "static"
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -278,12 +279,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(body.model_dump(), status_code=503)
         return body
 
-    @app.post(
+    @data_routes.post(
         "/conversations",
         status_code=201,
         response_model=ConversationOut,
-        dependencies=guarded,
-        responses={**_ERRORS, 409: {"model": ErrorOut}},
+        responses={409: {"model": ErrorOut}},
         tags=["conversations"],
     )
     def create_conversation(
@@ -303,11 +303,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         return _write_once(db, user_id, key, request, body, write)
 
-    @app.get(
+    @data_routes.get(
         "/conversations",
         response_model=ConversationPageOut,
-        dependencies=guarded,
-        responses=_ERRORS,
         tags=["conversations"],
     )
     def list_conversations(
@@ -320,11 +318,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         position = ConversationCursor.decode(cursor) if cursor else None
         return db.list_conversations(user_id=user_id, limit=limit, cursor=position)
 
-    @app.get(
+    @data_routes.get(
         "/conversations/{conversation_id}",
         response_model=ConversationOut,
-        dependencies=guarded,
-        responses=_ERRORS,
         tags=["conversations"],
     )
     def get_conversation(
@@ -336,11 +332,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The conversation with its messages in order; ``messages_limit=N`` gives the last N."""
         return db.get_conversation(conversation_id, user_id=user_id, messages_limit=messages_limit)
 
-    @app.patch(
+    @data_routes.patch(
         "/conversations/{conversation_id}",
         response_model=ConversationMetaOut,
-        dependencies=guarded,
-        responses=_ERRORS,
         tags=["conversations"],
     )
     def update_conversation(conversation_id: str, body: ConversationPatch, db: StoreDep, user_id: UserDep) -> Any:
@@ -348,23 +342,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conversation_id, user_id=user_id, title=body.title, settings=body.settings, metadata=body.metadata
         )
 
-    @app.delete(
+    @data_routes.delete(
         "/conversations/{conversation_id}",
         status_code=204,
-        dependencies=guarded,
-        responses=_ERRORS,
         tags=["conversations"],
     )
     def delete_conversation(conversation_id: str, db: StoreDep, user_id: UserDep) -> Response:
         db.delete_conversation(conversation_id, user_id=user_id)
         return Response(status_code=204)
 
-    @app.post(
+    @data_routes.post(
         "/conversations/{conversation_id}/messages",
         status_code=201,
         response_model=MessageOut,
-        dependencies=guarded,
-        responses=_ERRORS,
         tags=["messages"],
     )
     def append_message(
@@ -376,11 +366,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         return _write_once(db, user_id, key, request, body, write)
 
-    @app.get(
+    @data_routes.get(
         "/conversations/{conversation_id}/messages",
         response_model=MessagePageOut,
-        dependencies=guarded,
-        responses=_ERRORS,
         tags=["messages"],
     )
     def list_messages(
@@ -399,7 +387,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, "use either 'after' or 'before', not both")
         return db.list_messages(conversation_id, user_id=user_id, after=after, before=before, limit=limit)
 
-    @app.get("/search", response_model=SearchOut, dependencies=guarded, responses=_ERRORS, tags=["search"])
+    @data_routes.get("/search", response_model=SearchOut, tags=["search"])
     def search(
         db: StoreDep,
         user_id: UserDep,
@@ -411,12 +399,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, "q must not contain NUL characters")
         return {"items": db.search(q, user_id=user_id, limit=limit)}
 
-    @app.post("/search/similar", response_model=SimilarOut, dependencies=guarded, responses=_ERRORS, tags=["search"])
+    @data_routes.post("/search/similar", response_model=SimilarOut, tags=["search"])
     def similar(body: SimilarQuery, db: StoreDep, user_id: UserDep) -> Any:
         """Messages nearest to an embedding by cosine distance."""
         hits = db.similar(body.embedding, user_id=user_id, limit=body.limit, conversation_id=body.conversation_id)
         return {"items": hits}
 
+    app.include_router(data_routes)
     return app
 
 

@@ -166,7 +166,7 @@ def _remaining_seconds(context: Any) -> float:
     getter = getattr(context, "get_remaining_time_in_millis", None)
     if getter is None:
         return 300.0
-    return max(1.0, (getter() - SAFETY_MARGIN_MS) / 1000)
+    return max(1.0, (float(getter()) - SAFETY_MARGIN_MS) / 1000)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:

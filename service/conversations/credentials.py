@@ -43,7 +43,6 @@ class SecretCredentials:
         self._client_factory = client_factory or secrets_client
         self._lock = threading.Lock()
         self._last_refresh = 0.0
-        self.refreshes = 0
 
     def kwargs(self) -> dict[str, Any]:
         with self._lock:
@@ -71,7 +70,6 @@ class SecretCredentials:
                 return False
             changed = (username, password) != (self.username, self.password)
             self.username, self.password = username, password
-            self.refreshes += 1
             log.info("database credentials re-read from the secret", extra={"changed": changed})
             return changed
 
@@ -88,12 +86,12 @@ def rotating_connection_class(credentials: SecretCredentials) -> type[psycopg.Co
 
     class RotatingConnection(psycopg.Connection[Any]):
         @classmethod
-        def connect(cls, conninfo: str = "", **kwargs: Any) -> RotatingConnection:  # type: ignore[override]
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> RotatingConnection:
             try:
-                return super().connect(conninfo, **{**kwargs, **credentials.kwargs()})  # type: ignore[return-value]
+                return super().connect(conninfo, **{**kwargs, **credentials.kwargs()})
             except psycopg.OperationalError as exc:
                 if not is_auth_failure(exc) or not credentials.refresh():
                     raise
-            return super().connect(conninfo, **{**kwargs, **credentials.kwargs()})  # type: ignore[return-value]
+            return super().connect(conninfo, **{**kwargs, **credentials.kwargs()})
 
     return RotatingConnection

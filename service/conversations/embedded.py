@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from .migrate import MigrationResult, ensure_app_role, migrate
+from .migrate import ensure_app_role, migrate
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ class EmbeddedDatabase:
     """The superuser, for migrations and tools."""
     app_conninfo: str
     """The least-privilege application role the service runs as."""
-    socket_dir: str
-    migration: MigrationResult
 
 
 class EmbeddedDataError(RuntimeError):
@@ -78,7 +76,7 @@ def start_server(data_dir: Path) -> str:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); /tmp is fine.
             warnings.simplefilter("ignore")
-            import pgserver
+            from pgserver.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - only without the dev requirements
         raise RuntimeError(
             "no database is configured (DATABASE_URL or DB_HOST...) and the embedded default needs "
@@ -88,7 +86,7 @@ def start_server(data_dir: Path) -> str:
     pgdata = data_dir.resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     check_data_version(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server = get_server(pgdata, cleanup_mode=None)
     # get_server() hands back a cached handle within one process; make sure the server
     # behind it still runs (it may have been stopped since).
     with server._lock:
@@ -109,7 +107,7 @@ def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatab
         socket_dir = conn.info.host
     app = make_conninfo(host=socket_dir, dbname=DATABASE_NAME, user=APP_ROLE, application_name="conversations")
     log.info("embedded database ready", extra={"schema_version": result.schema_version})
-    return EmbeddedDatabase(admin_conninfo=admin, app_conninfo=app, socket_dir=socket_dir, migration=result)
+    return EmbeddedDatabase(admin_conninfo=admin, app_conninfo=app)
 
 
 def stop_embedded(data_dir: Path) -> bool:

@@ -91,14 +91,6 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def migrations_checksum(directory: Path | None = None) -> str:
-    """One hash over every migration file: changes exactly when the schema does."""
-    digest = hashlib.sha256()
-    for migration in load_migrations(directory):
-        digest.update(f"{migration.version}:{migration.checksum}\n".encode())
-    return digest.hexdigest()
-
-
 def validate_embedding_dimension(value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MigrationError("embedding dimension must be an integer")

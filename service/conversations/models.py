@@ -9,12 +9,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant", "tool"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+ROLES: tuple[str, ...] = get_args(Role)
 TITLE_FROM_MESSAGE_CHARS = 80
 MAX_TITLE_CHARS = 500
 MAX_JSON_DEPTH = 32

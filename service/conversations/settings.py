@@ -68,7 +68,7 @@ class Settings:
         return cls(
             database_url=database_url,
             api_token=token,
-            local_data_dir=Path(env.get("LOCAL_DATA_DIR", ".local")),
+            local_data_dir=Path(env["LOCAL_DATA_DIR"]) if env.get("LOCAL_DATA_DIR") else default_local_data_dir(),
             pool_min_size=pool_min,
             pool_max_size=pool_max,
             pool_timeout=_float(env, "POOL_TIMEOUT_SECONDS", 5.0),
@@ -131,3 +131,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {value}")
     return value
+
+
+def default_local_data_dir() -> Path:
+    """Where the embedded database lives when LOCAL_DATA_DIR is unset: the checkout's ``.local``
+    (the one ``make up`` uses), wherever the service is started from; ``.local`` under the
+    working directory when the package is not in a checkout."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout / ".local" if (checkout / "cdk.json").is_file() else Path(".local")

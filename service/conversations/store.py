@@ -46,23 +46,23 @@ SIMILAR_MAX_SCAN_TUPLES = 100_000
 
 
 class StoreError(Exception):
-    code = "store_error"
+    """A request the store refuses; the API maps each subclass to its own status and error code."""
 
 
 class NotFound(StoreError):
-    code = "not_found"
+    """No such conversation (or not the caller's)."""
 
 
 class Conflict(StoreError):
-    code = "conflict"
+    """The conversation id is taken."""
 
 
 class InvalidInput(StoreError):
-    code = "invalid_input"
+    """Input the database would reject (an embedding of the wrong dimension, say)."""
 
 
 class IdempotencyKeyReused(StoreError):
-    code = "idempotency_key_reused"
+    """An Idempotency-Key seen before with a different request."""
 
 
 IDEMPOTENCY_TTL = "24 hours"

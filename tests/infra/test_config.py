@@ -110,3 +110,13 @@ def test_request_scaling_target_cites_the_recorded_benchmark():
     assert load_config({"requestsPerTarget": "500"}, ENV).requests_per_target == 500
     readme = (ROOT / "README.md").read_text()
     assert f"derived: `{dev.requests_per_target}`" in readme and f"derived: `{prod.requests_per_target}`" in readme
+
+
+def test_a_typo_in_a_context_key_is_refused_with_the_valid_keys():
+    with pytest.raises(ConfigError) as refused:
+        load_config({"desiredCont": "2"}, ENV)
+    message = str(refused.value)
+    assert "unknown context key 'desiredCont' (did you mean 'desiredCount'?)" in message
+    assert "maxTasks" in message and "certificateArn" in message
+    # aws-cdk-lib's own keys (feature flags, aws:cdk:...) pass
+    load_config({"@aws-cdk/core:checkSecretUsage": True, "aws:cdk:enable-path-metadata": True}, ENV)

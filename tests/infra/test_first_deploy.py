@@ -48,7 +48,14 @@ def test_engine_version_is_the_major_only_with_minor_upgrades_on(dev, prod):
         (instance,) = resources(synth.data, "AWS::RDS::DBInstance").values()
         assert instance["Properties"]["EngineVersion"] == POSTGRES_MAJOR
         assert instance["Properties"]["AutoMinorVersionUpgrade"] is True
+        # A major upgrade is never implied by a deploy: the operator allows it, after a snapshot
+        assert instance["Properties"].get("AllowMajorVersionUpgrade") in (None, False)
         synth.data.has_resource_properties("AWS::RDS::DBParameterGroup", {"Family": f"postgres{POSTGRES_MAJOR}"})
+
+
+def test_a_major_upgrade_is_allowed_only_when_asked_for():
+    assert load_config({"profile": "dev"}, ENV).allow_major_version_upgrade is False
+    assert load_config({"profile": "dev", "allowMajorVersionUpgrade": "true"}, ENV).allow_major_version_upgrade
 
 
 def test_slow_statements_are_logged_without_their_parameters(dev):

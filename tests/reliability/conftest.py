@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PostgresServer, remove, start_embedded_server
+from devtools.postgres import PostgresServer, remove, start_embedded_server
 from tests.support.service import MigratedDatabase, migrated_database, truncate
 
 

@@ -3,33 +3,14 @@ connections killed server-side. Nothing acknowledged is lost; nothing is written
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
-from typing import Any
 
 import psycopg
 
-from tests.support.live import serve
-from tests.support.service import TOKEN, make_settings
-
-HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-
-def call(
-    method: str, url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 15
-) -> tuple[int, dict, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={**HEADERS, **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else {}, response.headers
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        return error.code, json.loads(raw) if raw else {}, error.headers
+from devtools.serving import serve
+from tests.support.http import call
+from tests.support.service import make_settings
 
 
 def test_database_down_means_fast_503s_unhealthy_but_alive_then_recovery_without_restart(own_pg, fault_db):

@@ -17,10 +17,11 @@ from psycopg import sql
 from conversations import credentials
 from conversations.cfn_handler import handler
 from conversations.migrate import LEDGER_TABLE, AppRoles, default_migrations_dir
-from scripts.local_stack import LambdaContext
-from tests.reliability.test_database_faults import call
+from devtools.lambda_context import LambdaContext
+from devtools.secrets import create_stack_secrets
+from devtools.serving import serve
 from tests.support import rotation
-from tests.support.live import serve
+from tests.support.http import call
 from tests.support.service import drop_roles, make_settings
 
 APP_USER = "rot_app"
@@ -36,15 +37,15 @@ def deployment(pg, empty_db, tmp_path, monkeypatch):
     monkeypatch.setenv("MIGRATIONS_DIR", str(migrations))
     with mock_aws():
         sm = boto3.client("secretsmanager", region_name="eu-west-1")
-        where = {"engine": "postgres", "host": pg.host, "port": pg.port, "dbname": empty_db}
-        login = {"username": pg.superuser, "password": pg.superuser_password}
-        master = sm.create_secret(Name="master", SecretString=json.dumps({**where, **login}))["ARN"]
-        app = sm.create_secret(
-            Name="app",
-            SecretString=json.dumps(
-                {**where, "username": APP_USER, "password": secrets.token_urlsafe(18), "masterarn": master}
-            ),
-        )["ARN"]
+        arns = create_stack_secrets(
+            sm,
+            host=pg.host,
+            port=pg.port,
+            dbname=empty_db,
+            master=(pg.superuser, pg.superuser_password),
+            app=(APP_USER, secrets.token_urlsafe(18)),
+        )
+        master, app = arns.master_arn, arns.app_arn
         yield {"sm": sm, "master": master, "app": app, "db": empty_db, "migrations": migrations}
     pg.drop_database(empty_db)
     drop_roles(pg, APP_USER)

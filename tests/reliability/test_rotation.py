@@ -11,8 +11,8 @@ import psycopg
 from moto import mock_aws
 from psycopg import sql
 
-from tests.reliability.test_database_faults import call
-from tests.support.live import serve
+from devtools.serving import serve
+from tests.support.http import call
 from tests.support.service import make_settings
 
 

@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from conversations.cfn_handler import MAX_REASON_CHARS, SchemaError, handler
-from scripts.local_stack import LambdaContext
+from devtools.lambda_context import LambdaContext
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from devtools.serving import serve
 from scripts import verify_deployment as verify
 from stacks import outputs
-from tests.support.live import serve
 from tests.support.service import TOKEN, make_settings
 
 REGION = "eu-west-1"

@@ -7,8 +7,8 @@ import json
 import psycopg
 import pytest
 
+from devtools.serving import serve
 from scripts import verify_deployment as verify
-from tests.support.live import serve
 from tests.support.service import TOKEN, make_settings
 
 
@@ -75,7 +75,7 @@ def test_schema_behind_is_reported(live_url):
 
 
 def test_unreachable_service_fails_every_http_check_with_a_hint():
-    from tests.support.live import free_port
+    from devtools.net import free_port
 
     results = verify.verify(verify.Target(url=f"http://127.0.0.1:{free_port()}", token=TOKEN), aws=None)
     assert all(r.result == "FAIL" for r in results)
@@ -83,7 +83,7 @@ def test_unreachable_service_fails_every_http_check_with_a_hint():
 
 
 def test_wait_retries_until_the_deadline_with_progress(capsys):
-    from tests.support.live import free_port
+    from devtools.net import free_port
 
     lines: list[str] = []
     target = verify.Target(url=f"http://127.0.0.1:{free_port()}", token=TOKEN)

@@ -16,7 +16,8 @@ from moto import mock_aws
 from conversations import cfn_handler
 from conversations.cfn_handler import SchemaError, handler
 from conversations.migrate import LEDGER_TABLE, load_migrations
-from scripts.local_stack import LambdaContext
+from devtools.lambda_context import LambdaContext
+from devtools.secrets import create_stack_secrets
 from tests.support.service import drop_roles
 
 APP_ROLE = "cfn_test_app"
@@ -32,23 +33,15 @@ def secretsmanager():
 def stack_secrets(pg, empty_db, secretsmanager):
     """The two secrets as the DataStack creates them, pointing at a fresh database."""
     app_password = secrets.token_urlsafe(18)
-    master = secretsmanager.create_secret(
-        Name="master",
-        SecretString=json.dumps(
-            {
-                "engine": "postgres",
-                "host": pg.host,
-                "port": pg.port,
-                "dbname": empty_db,
-                "username": pg.superuser,
-                "password": pg.superuser_password,
-            }
-        ),
-    )["ARN"]
-    app = secretsmanager.create_secret(
-        Name="app", SecretString=json.dumps({"username": APP_ROLE, "password": app_password})
-    )["ARN"]
-    yield {"master": master, "app": app, "app_password": app_password, "db": empty_db}
+    arns = create_stack_secrets(
+        secretsmanager,
+        host=pg.host,
+        port=pg.port,
+        dbname=empty_db,
+        master=(pg.superuser, pg.superuser_password),
+        app=(APP_ROLE, app_password),
+    )
+    yield {"master": arns.master_arn, "app": arns.app_arn, "app_password": app_password, "db": empty_db}
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {empty_db} WITH (FORCE)")
     drop_roles(pg, APP_ROLE)

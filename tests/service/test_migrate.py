@@ -16,9 +16,8 @@ from conversations.migrate import (
     ensure_app_role,
     load_migrations,
     migrate,
-    migrations_checksum,
 )
-from tests.support.postgres import PostgresServer
+from devtools.postgres import PostgresServer
 from tests.support.service import drop_roles
 
 
@@ -158,14 +157,6 @@ def test_embedding_dimension_comes_from_configuration_and_is_checked(pg, empty_d
             migrate(conn, embedding_dimension=768)
     with pytest.raises(MigrationError, match="between 1 and 2000"):
         migrate(None, embedding_dimension=4096)  # type: ignore[arg-type]
-
-
-def test_checksum_of_all_migrations_changes_with_any_file(tmp_path):
-    directory = copy_migrations(tmp_path)
-    before = migrations_checksum(directory)
-    assert before == migrations_checksum(default_migrations_dir())
-    (directory / "0003_messages.sql").write_text("-- changed\n", encoding="utf-8")
-    assert migrations_checksum(directory) != before
 
 
 def test_app_role_can_use_the_tables_but_not_change_the_schema(pg, empty_db):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -71,3 +73,13 @@ def test_service_refuses_to_start_on_bad_configuration():
     )
     assert result.returncode == 2
     assert "configuration error: DB_NAME, DB_USER, DB_PASSWORD must be set" in result.stderr
+
+
+def test_the_embedded_default_lives_in_the_checkouts_local_dir_wherever_it_starts(monkeypatch, tmp_path):
+    """Started from service/ it once made service/.local, which the next synth packed into the assets."""
+    from conversations.settings import default_local_data_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo / "service")
+    assert Settings.from_env({}).local_data_dir == default_local_data_dir() == repo / ".local"
+    assert Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path)}).local_data_dir == tmp_path

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from conversations.migrate import AppRoles, ensure_app_role, migrate
 from conversations.settings import Settings
-from tests.support.postgres import PostgresServer
+from devtools.postgres import PostgresServer
 
 TOKEN = "test-token-" + "x" * 20
 EMBEDDING_DIMENSION = 8

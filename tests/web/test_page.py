@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.support.live import serve
+from devtools.serving import serve
 from tests.support.service import TOKEN, make_settings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

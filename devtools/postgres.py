@@ -1,4 +1,4 @@
-"""A real PostgreSQL with pgvector for the tests: the binaries of the ``pgserver`` package,
+"""A real PostgreSQL with pgvector for the tests and the benchmarks: the binaries of the ``pgserver`` package,
 run on a loopback TCP port with password (SCRAM) authentication, so wrong passwords fail
 as they would on RDS, and stoppable and restartable by a test. ``DATABASE_URL`` replaces it
 with a server of your own (it must have pgvector and a superuser in the URL)."""
@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +16,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from .net import free_port
+
 SUPERUSER = "postgres"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -54,7 +48,7 @@ class PostgresServer:
 
     def _pg_ctl(self, *args: str) -> None:
         assert self._bin is not None and self.data_dir is not None
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - the package's own pg_ctl, fixed arguments
             [str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30", *args],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -63,6 +57,7 @@ class PostgresServer:
         )
 
     def start(self) -> None:
+        assert self.data_dir is not None, "only a server started here can be started again"
         self._pg_ctl("-l", str(self.data_dir / "server.log"), "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -83,7 +78,7 @@ def from_database_url(url: str) -> PostgresServer:
     params = conninfo_to_dict(url)
     return PostgresServer(
         host=str(params.get("host", "127.0.0.1")),
-        port=int(params.get("port", 5432)),
+        port=int(str(params.get("port", 5432))),
         superuser=str(params.get("user", SUPERUSER)),
         superuser_password=str(params.get("password", "")),
     )
@@ -108,13 +103,14 @@ def start_embedded_server(base: Path, *, durable: bool = False) -> PostgresServe
 
         run_as = "pgserver"
         entry = ensure_user_exists(run_as)
+        assert entry is not None, f"cannot create the system user {run_as}"
         ensure_prefix_permissions(base)
         ensure_prefix_permissions(POSTGRES_BIN_PATH)
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
         for path in (base, pwfile):
             os.chown(path, entry.pw_uid, entry.pw_gid)
-    subprocess.run(
+    subprocess.run(  # noqa: S603 - the package's own initdb, fixed arguments
         [
             str(POSTGRES_BIN_PATH / "initdb"),
             "-D",
