@@ -90,7 +90,7 @@ destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database
 cost: $(STAMP) ## monthly cost of the dev and prod profiles from their templates (prices in scripts/prices.json)
 	$(PY) scripts/estimate_cost.py
 
-bench: $(STAMP) ## the full benchmark (about 20 minutes), then a 3-minute soak; updates bench/README.md
+bench: $(STAMP) ## the full benchmark (about 10 minutes), then a 3-minute soak; updates bench/README.md
 	$(PY) bench/run.py
 	$(PY) bench/soak.py
 
