@@ -70,6 +70,10 @@ class CheckFailed(Exception):
         self.hint = hint
 
 
+class CheckSkipped(Exception):
+    """A check that cannot run because an earlier one failed; the detail says which."""
+
+
 def expected_schema_version() -> int | None:
     versions = [int(p.name[:4]) for p in MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")]
     return max(versions) if versions else None
@@ -402,7 +406,7 @@ def preflight_checks(
 
     def credentials() -> str:
         if not region:
-            raise CheckFailed("no AWS region", "set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
+            raise CheckFailed("no AWS region", "set AWS_REGION, or pass --region")
         if aws.session.get_credentials() is None:
             raise CheckFailed("no AWS credentials found", "run `aws configure`, `aws sso login`, or set AWS_PROFILE")
         try:
@@ -413,7 +417,12 @@ def preflight_checks(
             ) from None
         return f"account {identity['Account']} in {region} as {identity['Arn']}"
 
+    def account() -> None:
+        if not identity:
+            raise CheckSkipped("not checked: no usable credentials and region (see the first row)")
+
     def bootstrap() -> str:
+        account()
         fix = f"npx cdk bootstrap aws://{identity.get('Account', 'ACCOUNT')}/{region}"
         try:
             stack = aws.client("cloudformation").describe_stacks(StackName=BOOTSTRAP_STACK)["Stacks"][0]
@@ -429,6 +438,7 @@ def preflight_checks(
         return f"{BOOTSTRAP_STACK} {status}, version {found}"
 
     def ecs_role() -> str:
+        account()
         try:
             aws.client("iam").get_role(RoleName=ECS_SERVICE_LINKED_ROLE)
         except Exception as exc:  # noqa: BLE001
@@ -469,6 +479,7 @@ def preflight_checks(
                     "or accept plain HTTP with -c allowPlainHttp=true",
                 )
             return "none given: the load balancer serves plain HTTP (fine for dev)"
+        account()
         cert_region = certificate_arn.split(":")[3] if certificate_arn.count(":") >= 5 else ""
         if cert_region != region:
             raise CheckFailed(
@@ -528,6 +539,8 @@ def run_checks(checks: list[tuple[str, Callable[[], str]]]) -> list[Check]:
             results.append(Check(name, PASS, detail, time.monotonic() - started))
         except CheckFailed as failure:
             results.append(Check(name, FAIL, failure.detail, time.monotonic() - started, failure.hint))
+        except CheckSkipped as skipped:
+            results.append(Check(name, SKIP, str(skipped), time.monotonic() - started))
         except Exception as exc:  # noqa: BLE001 - an unexpected error is a failed check, with its type
             results.append(
                 Check(
@@ -581,7 +594,9 @@ def render_table(results: list[Check]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     passed = sum(r.result == PASS for r in results)
-    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    skipped = sum(r.result == SKIP for r in results)
+    failed = len(results) - passed - skipped
+    lines.append(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
     return "\n".join(lines)
 
 
@@ -642,7 +657,9 @@ def main(argv: list[str] | None = None) -> int:
         import boto3
 
         args.profile = args.profile or "dev"
-        aws = Aws(boto3.session.Session(region_name=args.region))
+        # The region as the CDK CLI resolves it: AWS_REGION first (boto3 alone reads only
+        # AWS_DEFAULT_REGION and the profile), so preflight and verify look where cdk deploys.
+        aws = Aws(boto3.session.Session(region_name=args.region or os.environ.get("AWS_REGION") or None))
     if args.preflight:
         assert aws is not None
         checks = list(preflight_checks(aws, profile=args.profile, certificate_arn=args.certificate_arn))

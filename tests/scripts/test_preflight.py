@@ -138,8 +138,25 @@ def test_no_region_and_no_credentials_are_named(monkeypatch):
     assert row.result == "FAIL" and row.detail == "no AWS credentials found"
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
-    row = preflight(boto3.session.Session())["credentials and region"]
-    assert row.result == "FAIL" and row.detail == "no AWS region"
+    rows = preflight(boto3.session.Session())
+    assert rows["credentials and region"].result == "FAIL" and rows["credentials and region"].detail == "no AWS region"
+    # What depends on the account is not checked (and not reported as a second failure)
+    for name in ("cdk bootstrap", "ecs service-linked role"):
+        assert rows[name].result == "SKIP" and "see the first row" in rows[name].detail
+
+
+def test_the_region_is_resolved_as_the_cdk_cli_does_aws_region_first(account, monkeypatch):
+    """boto3 alone ignores AWS_REGION; the CDK CLI honours it, so preflight must look there too."""
+    asked = []
+
+    def session(region_name=None):
+        asked.append(region_name)
+        return account
+
+    monkeypatch.setattr(boto3.session, "Session", session)
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    verify.main(["--preflight"])
+    assert asked == ["eu-west-2"]
 
 
 def test_cli_preflight_prints_the_table_and_exits_1_on_a_failure(account, capsys, monkeypatch):
