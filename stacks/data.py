@@ -98,9 +98,7 @@ class Database(Construct):
         master_cfn.apply_removal_policy(keep)
         self.master_secret_resource = master_cfn
         rotation_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        single = self.instance.add_rotation_single_user(
-            automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets
-        )
+        self.instance.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets)
         # The service's own login. The schema custom resource creates the role with this
         # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
         app_secret = rds.DatabaseSecret(self, "AppSecret", username=APP_USER, master_secret=self.master_secret)
@@ -109,13 +107,12 @@ class Database(Construct):
         self.app_secret = app_secret.attach(self.instance)
         # Multi-user rotation alternates two roles (APP_USER and APP_USER_clone), so tasks
         # holding the previous password keep working until they re-read the secret.
-        multi = self.instance.add_rotation_multi_user(
+        self.instance.add_rotation_multi_user(
             "AppSecretRotation",
             secret=self.app_secret,
             automatically_after=cdk.Duration.days(30),
             vpc_subnets=rotation_subnets,
         )
-        self.rotations = (single, multi)
 
 
 class DataStack(cdk.Stack):

@@ -235,9 +235,8 @@ def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRo
     application tables and read the ledger (for /health), and the login ``role`` (one of the
     two rotation logins) with ``password``. Both logins that exist are members of the group;
     neither may change the schema. Returns the role names."""
-    if not role or role == conn.info.user:
-        raise MigrationError("the application role must be a different user from the migrating one")
-    roles = AppRoles.for_user(role)
+    roles = AppRoles.for_user(role)  # refuses an empty name
+    # Neither rotation login (``role`` is one of them) nor the group may be the migrating user.
     if conn.info.user in (*roles.logins, roles.group):
         raise MigrationError("the application role must be a different user from the migrating one")
     verifier = scram_verifier(conn, role, password)

@@ -3,9 +3,6 @@ tests and the benchmarks run, with a pgvector that has iterative index scans."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-
 import psycopg
 
 from stacks.data import POSTGRES_MAJOR, POSTGRES_VERSION
@@ -20,12 +17,9 @@ def test_the_template_pins_the_same_major_as_the_code(dev):
 
 def test_the_embedded_binaries_are_the_deployed_major():
     """make up, the tests and the benchmarks all start PostgreSQL from the pgserver package."""
-    from pgserver._commands import POSTGRES_BIN_PATH
+    from conversations.embedded import local_major
 
-    out = subprocess.run([str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True, check=True)
-    major = re.search(r"\(PostgreSQL\) (\d+)\.", out.stdout)
-    assert major, out.stdout
-    assert major.group(1) == POSTGRES_MAJOR, f"local PostgreSQL {out.stdout.strip()}, RDS runs {POSTGRES_MAJOR}"
+    assert str(local_major()) == POSTGRES_MAJOR, f"local PostgreSQL {local_major()}, RDS runs {POSTGRES_MAJOR}"
 
 
 def test_the_test_database_is_the_deployed_major_with_a_recent_pgvector(pg):
