@@ -137,7 +137,7 @@ class Ours:
             migrate(conn, embedding_dimension=self.dimension)
             ensure_app_role(conn, role, password)
             # A bulk load builds indexes once at the end, as a restore would.
-            conn.execute("DROP INDEX IF EXISTS messages_embedding_hnsw_idx, messages_content_fts_idx")
+            conn.execute("DROP INDEX IF EXISTS messages_embedding_hnsw_idx, messages_search_idx")
 
     def load(self, conversations: list[Conversation], embeddings: int, seed: int = 7) -> int:
         rng = random.Random(seed)
@@ -179,10 +179,7 @@ class Ours:
     def finish_load(self) -> None:
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute("SET maintenance_work_mem = '512MB'")
-            conn.execute(
-                "CREATE INDEX messages_content_fts_idx ON messages"
-                " USING gin (to_tsvector('simple'::regconfig, left(content, 100000)))"
-            )
+            conn.execute("CREATE INDEX messages_search_idx ON messages USING gin (search)")
             conn.execute(
                 "CREATE INDEX messages_embedding_hnsw_idx ON messages USING hnsw (embedding vector_cosine_ops)"
             )

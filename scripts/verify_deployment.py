@@ -144,7 +144,7 @@ def http_checks(
         return (
             f"{body['database'].get('backend')} {body['database'].get('server_version')}, "
             f"pgvector {body['pgvector_version']}, schema {body['schema_version']}, "
-            f"{body.get('active_conversations')} conversations"
+            f"about {body.get('approximate_conversations') or 0} conversations"
         )
 
     def auth_required() -> str:

@@ -1,11 +1,8 @@
 """HTTP routes: parse, call the store, map errors to status codes. No SQL here."""
 
 import hashlib
-import hmac
 import logging
 import threading
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,13 +13,17 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, logs
-from .credentials import SecretCredentials, rotating_connection_class
+from . import __version__
+from .database import Database, open_pool
+from .middleware import (
+    AdmissionMiddleware,
+    RequestLogMiddleware,
+    TokenMiddleware,
+    error,
+)
 from .migrate import load_migrations
 from .models import (
     ConversationCreate,
@@ -42,18 +43,38 @@ from .models import (
     SimilarQuery,
 )
 from .settings import Settings
-from .store import Conflict, IdempotencyKeyReused, InvalidInput, NotFound, Store
+from .store import (
+    REPLAY_REF,
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidInput,
+    InvalidSearch,
+    NotFound,
+    SearchTimeout,
+    Store,
+)
 
 log = logging.getLogger("conversations.api")
 
 RETRY_AFTER_SECONDS = "5"
+# How often expired idempotency keys are removed, outside the request path.
+HOUSEKEEPING_INTERVAL_S = 600.0
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 # The page runs only its own script and style, and may not be framed.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
+    **_SECURITY_HEADERS,
+}
+# /docs: Swagger UI from this service's own copy; it sets style attributes, nothing else relaxed.
+_DOCS_HEADERS = {
+    **_PAGE_HEADERS,
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
 }
 _ERROR_CODES = {
     400: "bad_request",
@@ -69,77 +90,41 @@ _ERROR_CODES = {
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)}
 
 
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+class _WithHeaders:
+    """Adds fixed headers to every response of the wrapped app (the static files: the page
+    served as /static/index.html gets the same Content-Security-Policy as /)."""
 
-
-class BodyLimitMiddleware:
-    """Refuses bodies over the limit with 413, by Content-Length or by counting."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        too_large = error(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await too_large(scope, receive, send)
-            return
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, f"request body is larger than {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-
-class RequestLogMiddleware:
-    """One JSON log line per request, with a request id that is also returned as X-Request-Id."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
-        token = logs.request_id.set(rid)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+                names = {k for k, _ in self.headers}
+                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k not in names] + self.headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            logs.request_id.reset(token)
+        await self.app(scope, receive, send_with_headers)
+
+
+class _Housekeeping:
+    """A daemon thread that removes expired idempotency keys every ``interval`` seconds."""
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                removed = self.store.remove_expired_idempotency_keys()
+                if removed:
+                    log.info("expired idempotency keys removed", extra={"removed": removed})
+            except Exception as exc:  # noqa: BLE001 - housekeeping retries on its next round
+                log.warning("housekeeping failed", extra={"error_type": type(exc).__name__})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -148,68 +133,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        conninfo = settings.database_url
-        if conninfo is None:
-            from .embedded import start_embedded
-
-            conninfo = start_embedded(
-                settings.local_data_dir, embedding_dimension=settings.embedding_dimension
-            ).app_conninfo
-        sweep = SweepingCheck()
-        connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
-        if settings.db_secret_arn:
-            credentials = SecretCredentials(settings.db_secret_arn, *_user_password(conninfo))
-            connection_class = rotating_connection_class(credentials)
-        pool = ConnectionPool(
-            conninfo,
-            connection_class=connection_class,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
+        database: Database = open_pool(settings)
+        store = Store(
+            database.pool,
+            embedding_dimension=settings.embedding_dimension,
             timeout=settings.pool_timeout,
-            kwargs={
-                "options": f"-c statement_timeout={settings.statement_timeout_ms}",
-                "connect_timeout": 5,
-                "autocommit": True,
-            },
-            # A connection killed server-side (restart, failover, pg_terminate_backend) is
-            # found and replaced when lent, instead of failing the request that gets it.
-            check=sweep,
-            reconnect_timeout=float("inf"),  # the database coming back is always worth waiting for
-            open=False,
-            name="conversations",
+            search_timeout_ms=settings.search_timeout_ms,
+            reachability=database.reachability,
         )
-        sweep.pool = pool
-        pool.open(wait=settings.pool_min_size > 0, timeout=max(settings.pool_timeout, 10.0))
-        app.state.store = Store(pool, embedding_dimension=settings.embedding_dimension, timeout=settings.pool_timeout)
+        app.state.store = store
+        housekeeping = _Housekeeping(store, HOUSEKEEPING_INTERVAL_S)
+        housekeeping.thread.start()
         log.info("service ready", extra={"backend": settings.database_backend, "version": __version__})
         try:
             yield
         finally:
-            pool.close()
+            housekeeping.stop.set()
+            database.close()
 
     app = FastAPI(
         title="Conversation service",
         version=__version__,
         description="Conversations and their messages in PostgreSQL with pgvector.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the service's own copy of Swagger UI
+        redoc_url=None,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added innermost first: a request meets the log, then the token, then admission.
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_requests=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
+        max_body_bytes_in_flight=settings.max_body_bytes_in_flight,
+    )
+    app.add_middleware(TokenMiddleware, token=settings.api_token)
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
 
     def store(request: Request) -> Store:
         return request.app.state.store  # type: ignore[no-any-return]
 
-    def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, token = (authorization or "").partition(" ")
-        expected = settings.api_token.encode()
-        # compare_digest takes the same time wherever the first difference is.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise HTTPException(
-                401,
-                "a valid 'Authorization: Bearer <API_TOKEN>' header is required",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    def authorize(
+        authorization: Annotated[
+            str | None, Header(description="'Bearer <API_TOKEN>'; checked before the request body is read")
+        ] = None,
+    ) -> None:
+        """Documents the header: TokenMiddleware has already refused any request without the
+        token, before reading its body."""
 
     def user_scope(x_user_id: Annotated[str | None, Header(max_length=255)] = None) -> str | None:
         if x_user_id is not None and (not x_user_id or not x_user_id.isprintable()):
@@ -233,12 +203,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     data_routes = APIRouter(dependencies=[Depends(authorize)], responses=_ERRORS)
 
     static_dir = Path(__file__).resolve().parent / "static"
-    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    app.mount("/static", _WithHeaders(StaticFiles(directory=static_dir), _PAGE_HEADERS), name="static")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         """The web page: browse, continue and delete conversations (the API does the rest)."""
         return FileResponse(static_dir / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        """The API's interactive documentation (Swagger UI, served from this service)."""
+        return FileResponse(static_dir / "docs" / "index.html", headers=_DOCS_HEADERS)
 
     @app.get("/health/live", tags=["health"])
     def live() -> dict[str, str]:
@@ -267,7 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schema_version=facts["schema_version"],
             expected_schema_version=expected_schema,
             pgvector_version=facts["pgvector_version"],
-            active_conversations=facts["active_conversations"],
+            approximate_conversations=facts["approximate_conversations"],
         )
         if facts["schema_version"] < expected_schema or facts["pgvector_version"] is None:
             body.status = "unhealthy"
@@ -301,7 +276,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             return 201, ConversationOut.model_validate(created, from_attributes=True).model_dump(mode="json")
 
-        return _write_once(db, user_id, key, request, body, write)
+        def expand(ref: dict[str, Any]) -> Any:
+            # A large first response is kept as a reference: the conversation as it is now,
+            # with the messages that request created.
+            created = db.get_conversation(ref["conversation_id"], user_id=user_id, messages_limit=None)
+            created.messages = [m for m in created.messages if m.seq <= ref["messages"]]
+            created.messages_after_cursor = None
+            return ConversationOut.model_validate(created, from_attributes=True).model_dump(mode="json")
+
+        def compact(payload: dict[str, Any]) -> dict[str, Any]:
+            return {"conversation_id": payload["conversation_id"], "messages": len(payload["messages"])}
+
+        return _write_once(db, user_id, key, request, body, write, compact, expand)
 
     @data_routes.get(
         "/conversations",
@@ -327,9 +313,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conversation_id: str,
         db: StoreDep,
         user_id: UserDep,
-        messages_limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+        messages_limit: Annotated[int | None, Query(ge=0, le=1000)] = None,
     ) -> Any:
-        """The conversation with its messages in order; ``messages_limit=N`` gives the last N."""
+        """The conversation with a page of its messages in order: the first ones, or with
+        ``messages_limit=N`` the last N. A page holds at most 1,000 messages and about 4 MiB
+        of text; ``messages_after_cursor`` / ``messages_before_cursor`` continue through
+        ``/conversations/{id}/messages``."""
         return db.get_conversation(conversation_id, user_id=user_id, messages_limit=messages_limit)
 
     @data_routes.patch(
@@ -364,7 +353,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (message,) = db.append_messages(conversation_id, [body.to_new()], user_id=user_id, conn=conn)
             return 201, MessageOut.model_validate(message, from_attributes=True).model_dump(mode="json")
 
-        return _write_once(db, user_id, key, request, body, write)
+        def expand(ref: dict[str, Any]) -> Any:
+            page = db.list_messages(conversation_id, user_id=user_id, after=ref["seq"] - 1, limit=1)
+            return MessageOut.model_validate(page.items[0], from_attributes=True).model_dump(mode="json")
+
+        def compact(payload: dict[str, Any]) -> dict[str, Any]:
+            return {"seq": payload["seq"]}
+
+        return _write_once(db, user_id, key, request, body, write, compact, expand)
 
     @data_routes.get(
         "/conversations/{conversation_id}/messages",
@@ -394,7 +390,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         q: Annotated[str, Query(min_length=1, max_length=1000)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> Any:
-        """Full-text search over message content (the first 100,000 characters of each message)."""
+        """Full-text search over message content (the first 100,000 characters of each message):
+        the best-ranked among the 500 most recent matches. At least one word must be looked
+        for ('-word' alone is refused); a search running past SEARCH_TIMEOUT_MS answers 422
+        ``search_timeout``."""
         if "\x00" in q:
             raise HTTPException(422, "q must not contain NUL characters")
         return {"items": db.search(q, user_id=user_id, limit=limit)}
@@ -409,28 +408,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-class SweepingCheck:
-    """The pool's check on lending a connection. After a restart or failover every pooled
-    connection is dead, not just the one being lent; the pool would find them one by one,
-    backing off a second or more after each. Sweeping the rest on the first failure makes
-    the retry get a fresh connection instead."""
-
-    def __init__(self) -> None:
-        self.pool: ConnectionPool | None = None
-        self._busy = threading.Lock()
-
-    def __call__(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            ConnectionPool.check_connection(conn)
-        except Exception:
-            if self.pool is not None and self._busy.acquire(blocking=False):
-                try:
-                    self.pool.check()
-                finally:
-                    self._busy.release()
-            raise
-
-
 def _write_once(
     db: Store,
     user_id: str | None,
@@ -438,19 +415,20 @@ def _write_once(
     request: Request,
     body: Any,
     write: Callable[[psycopg.Connection | None], tuple[int, Any]],
+    compact: Callable[[Any], Any],
+    expand: Callable[[Any], Any],
 ) -> JSONResponse:
-    """Run a POST's write; with an Idempotency-Key, at most once per key (see Store.idempotent)."""
+    """Run a POST's write; with an Idempotency-Key, at most once per key (see Store.idempotent).
+    ``compact`` turns a large response into a reference for storage, ``expand`` turns the
+    reference back into a response on a replay."""
     if key is None:
         status, payload = write(None)
         return JSONResponse(payload, status_code=status)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n{body.model_dump_json()}".encode()).hexdigest()
-    status, payload, replayed = db.idempotent(user_id or "", key, fingerprint, write)
+    status, payload, replayed = db.idempotent(user_id or "", key, fingerprint, write, compact)
+    if replayed and isinstance(payload, dict) and REPLAY_REF in payload:
+        payload = expand(payload[REPLAY_REF])
     return JSONResponse(payload, status_code=status, headers={"Idempotency-Replayed": "true"} if replayed else None)
-
-
-def _user_password(conninfo: str) -> tuple[str, str]:
-    params = conninfo_to_dict(conninfo)
-    return str(params.get("user", "")), str(params.get("password", ""))
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -495,6 +473,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     @register(InvalidInput)
     async def invalid_input(_: Request, exc: InvalidInput) -> Response:
         return error(422, "validation_error", str(exc))
+
+    @register(InvalidSearch)
+    async def invalid_search(_: Request, exc: InvalidSearch) -> Response:
+        return error(422, "invalid_search", str(exc))
+
+    @register(SearchTimeout)
+    async def search_timeout(_: Request, exc: SearchTimeout) -> Response:
+        # The query is too broad; the database is fine: no Retry-After, not an outage.
+        log.info("search timed out")
+        return error(422, "search_timeout", str(exc))
 
     @register(IdempotencyKeyReused)
     async def key_reused(_: Request, exc: IdempotencyKeyReused) -> Response:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
@@ -18,6 +20,13 @@ ROLES: tuple[str, ...] = get_args(Role)
 TITLE_FROM_MESSAGE_CHARS = 80
 MAX_TITLE_CHARS = 500
 MAX_JSON_DEPTH = 32
+# A message's text: any size a request body carries (a 10 MB message round-trips byte for
+# byte); the importer holds imported messages to the same bound. A response page holds at
+# least one message, whatever its size, and otherwise at most store.MAX_PAGE_BYTES.
+MAX_CONTENT_CHARS = 16 * 1024 * 1024
+# settings and metadata objects, as compact JSON.
+MAX_JSON_BYTES = 64 * 1024
+MAX_ID_CHARS = 255
 
 
 # ---------------------------------------------------------------- store rows
@@ -50,6 +59,8 @@ class Conversation(ConversationSummary):
     settings: dict[str, Any]
     metadata: dict[str, Any]
     messages: list[Message] = field(default_factory=list)
+    messages_before_cursor: str | None = None
+    messages_after_cursor: str | None = None
 
 
 @dataclass
@@ -71,6 +82,7 @@ class SimilarHit:
     seq: int
     role: str
     content: str
+    content_truncated: bool
     distance: float
     created_at: datetime
 
@@ -133,8 +145,9 @@ class InvalidCursor(ValueError):
 
 
 def title_from(content: str) -> str | None:
-    """A title from a first user message: its first line, trimmed to 80 characters."""
-    words = " ".join(content.split())
+    """A title from a first user message: its first non-blank line, trimmed to 80 characters."""
+    line = next((line for line in content.splitlines() if line.strip()), "")
+    words = " ".join(line.split())
     if not words:
         return None
     return words if len(words) <= TITLE_FROM_MESSAGE_CHARS else words[: TITLE_FROM_MESSAGE_CHARS - 1] + "…"
@@ -143,44 +156,110 @@ def title_from(content: str) -> str | None:
 # ---------------------------------------------------------------- validation helpers
 
 
+# PostgreSQL text and jsonb cannot hold U+0000, and a lone surrogate (U+D800-U+DFFF, which
+# JSON's "\ud800" escape can carry) has no UTF-8 encoding: refuse both up front with a 422.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why PostgreSQL cannot store this text, or None when it can."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "text must not contain NUL (U+0000) characters"
+    return "text must not contain lone surrogates (U+D800-U+DFFF): it has no UTF-8 encoding"
+
+
 def _no_nul(value: str) -> str:
-    # PostgreSQL text and jsonb cannot hold U+0000; refuse it up front with a 422.
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL (U+0000) characters")
+    reason = unstorable_text(value)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 
-def _json_value(value: Any, depth: int = 0) -> None:
+def unstorable_json(value: Any, depth: int = 0) -> str | None:
+    """Why PostgreSQL cannot store this JSON value (nesting, NUL, lone surrogates, NaN or
+    Infinity, which JSON itself does not have), or None when it can."""
     if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+        return f"JSON is nested deeper than {MAX_JSON_DEPTH} levels"
     if isinstance(value, str):
-        _no_nul(value)
-    elif isinstance(value, dict):
+        return unstorable_text(value)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "JSON numbers must be finite (no NaN or Infinity)"
+    if isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
-            _json_value(item, depth + 1)
+            reason = unstorable_text(key) if isinstance(key, str) else "JSON object keys must be text"
+            if reason is None:
+                reason = unstorable_json(item, depth + 1)
+            if reason is not None:
+                return reason
     elif isinstance(value, list):
         for item in value:
-            _json_value(item, depth + 1)
+            reason = unstorable_json(item, depth + 1)
+            if reason is not None:
+                return reason
+    return None
+
+
+def json_too_large(value: dict[str, Any]) -> str | None:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_JSON_BYTES:
+        return f"JSON object is {size} bytes; at most {MAX_JSON_BYTES} are kept per object"
+    return None
 
 
 def _json_object(value: dict[str, Any]) -> dict[str, Any]:
-    _json_value(value)
+    reason = unstorable_json(value) or json_too_large(value)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 
-_ID_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,255}$")
+# Characters a conversation id may not hold: they cannot travel in a URL path as themselves
+# (control characters, '/', '\\'), are invisible or reorder text (format characters: zero-width
+# and bidi controls), split lines, or cannot be encoded (surrogates), or are not characters.
+_ID_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def conversation_id_problem(value: object) -> str | None:
+    """The one rule for conversation ids, shared by the API and the importers: why ``value``
+    cannot be a conversation id, or None when it can. An id must be addressable as one URL
+    path segment, printable and visible, so that it reads and copies as what it is."""
+    if not isinstance(value, str):
+        return f"conversation id must be text, not {type(value).__name__}"
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        return f"conversation id must be 1-{MAX_ID_CHARS} characters"
+    if value in (".", ".."):
+        return "conversation id cannot be '.' or '..' (a URL path resolves them away)"
+    if value != value.strip():
+        return "conversation id cannot start or end with a space"
+    for char in value:
+        if char in "/\\" or unicodedata.category(char) in _ID_BAD_CATEGORIES:
+            return (
+                f"conversation id cannot contain U+{ord(char):04X} ('/', '\\\\', control, format such as"
+                " zero-width or bidi, line-separator, unassigned or surrogate characters)"
+            )
+    return None
 
 
 def _conversation_id(value: str) -> str:
-    if not _ID_RE.match(value) or value != value.strip():
-        raise ValueError("conversation_id must be 1-255 characters with no '/', control characters or edge spaces")
+    reason = conversation_id_problem(value)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+def _finite(values: list[float]) -> list[float]:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("embedding values must be finite numbers")
+    return values
+
+
+Content = Annotated[str, Field(max_length=MAX_CONTENT_CHARS), AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
-ConversationId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_conversation_id)]
+ConversationId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_conversation_id)]
+Embedding = Annotated[list[float], AfterValidator(_finite)]
 Title = Annotated[str, Field(max_length=MAX_TITLE_CHARS), AfterValidator(_no_nul)]
 
 
@@ -190,9 +269,9 @@ class _Strict(BaseModel):
 
 class MessageIn(_Strict):
     role: Role
-    content: Text
+    content: Content
     metadata: JsonObject = Field(default_factory=dict)
-    embedding: list[float] | None = Field(default=None, description="Length must equal EMBEDDING_DIMENSION.")
+    embedding: Embedding | None = Field(default=None, description="Length must equal EMBEDDING_DIMENSION.")
 
     def to_new(self) -> NewMessage:
         return NewMessage(self.role, self.content, self.metadata, self.embedding)
@@ -213,7 +292,7 @@ class ConversationPatch(_Strict):
 
 
 class SimilarQuery(_Strict):
-    embedding: list[float]
+    embedding: Embedding
     limit: int = Field(default=10, ge=1, le=100)
     conversation_id: ConversationId | None = None
 
@@ -245,6 +324,14 @@ class ConversationMetaOut(ConversationSummaryOut):
 
 class ConversationOut(ConversationMetaOut):
     messages: list[MessageOut]
+    messages_before_cursor: str | None = Field(
+        default=None,
+        description="Earlier messages exist: pass this as 'before' to /conversations/{id}/messages for them.",
+    )
+    messages_after_cursor: str | None = Field(
+        default=None,
+        description="Later messages exist: pass this as 'after' to /conversations/{id}/messages for them.",
+    )
 
 
 class ConversationPageOut(BaseModel):
@@ -277,7 +364,8 @@ class SimilarHitOut(BaseModel):
     message_id: int
     seq: int
     role: Role
-    content: str
+    content: str = Field(description="The first 20,000 characters of the message.")
+    content_truncated: bool
     distance: float
     created_at: datetime
 
@@ -292,7 +380,9 @@ class HealthOut(BaseModel):
     schema_version: int | None = None
     expected_schema_version: int | None = None
     pgvector_version: str | None = None
-    active_conversations: int | None = None
+    approximate_conversations: int | None = Field(
+        default=None, description="The planner's estimate (pg_class.reltuples): cheap at any size; null before ANALYZE."
+    )
     reason: str | None = None
 
 

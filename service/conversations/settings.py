@@ -32,10 +32,18 @@ class Settings:
     pool_timeout: float = 5.0
     statement_timeout_ms: int = 15_000
     max_body_bytes: int = 16 * MIB
+    max_concurrent_requests: int = 64
+    """Requests in flight per process (health probes excepted); one more answers 503."""
+    max_body_bytes_in_flight: int = 32 * MIB
+    """Request-body bytes reserved at once per process; a body that does not fit answers 503."""
+    search_timeout_ms: int = 2_000
+    """A full-text search's own statement timeout; past it the search answers 422."""
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
     db_secret_arn: str | None = None
     """The application secret's ARN: credentials are re-read from it after a rotation."""
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
+    """Where to listen: loopback on the embedded database (a local run is not on the
+    network with its published token), every interface with a configured database."""
     port: int = 8080
     log_level: str = "INFO"
 
@@ -65,6 +73,13 @@ class Settings:
         pool_max = _int(env, "POOL_MAX_SIZE", 10, minimum=1)
         if pool_min > pool_max:
             raise SettingsError(f"POOL_MIN_SIZE ({pool_min}) is larger than POOL_MAX_SIZE ({pool_max})")
+        max_body = _int(env, "MAX_BODY_BYTES", 16 * MIB, minimum=1024)
+        in_flight = _int(env, "MAX_BODY_BYTES_IN_FLIGHT", max(32 * MIB, max_body), minimum=1024)
+        if in_flight < max_body:
+            raise SettingsError(
+                f"MAX_BODY_BYTES_IN_FLIGHT ({in_flight}) is smaller than MAX_BODY_BYTES ({max_body}):"
+                " no body of the largest allowed size could ever be accepted"
+            )
         return cls(
             database_url=database_url,
             api_token=token,
@@ -73,12 +88,15 @@ class Settings:
             pool_max_size=pool_max,
             pool_timeout=_float(env, "POOL_TIMEOUT_SECONDS", 5.0),
             statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 15_000, minimum=0),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * MIB, minimum=1024),
+            max_body_bytes=max_body,
+            max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 64, minimum=1),
+            max_body_bytes_in_flight=in_flight,
+            search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", 2_000, minimum=100),
             embedding_dimension=_int(
                 env, "EMBEDDING_DIMENSION", DEFAULT_EMBEDDING_DIMENSION, minimum=1, maximum=MAX_EMBEDDING_DIMENSION
             ),
             db_secret_arn=env.get("DB_SECRET_ARN") or None,
-            host=env.get("HOST", "0.0.0.0"),
+            host=env.get("HOST") or ("127.0.0.1" if embedded else "0.0.0.0"),
             port=_int(env, "PORT", 8080, minimum=1, maximum=65535),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
         )

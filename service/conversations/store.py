@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,8 +12,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .database import DatabaseUnreachable, Reachability
 from .migrate import LEDGER_TABLE
 from .models import (
     Conversation,
@@ -28,15 +29,29 @@ from .models import (
     title_from,
 )
 
+# While waiting for a connection, how often a request looks whether the database has been
+# found unreachable meanwhile.
+LEND_SLICE_S = 0.2
+# The bounds on one response's messages: rows, and bytes of content and metadata (a page
+# holds at least one message, whatever its size; models.MAX_CONTENT_CHARS bounds that one).
+MAX_PAGE_MESSAGES = 1000
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+# A similarity hit carries the first this many characters of its message.
+SIMILAR_CONTENT_CHARS = 20_000
 # How many of the most recent matching messages a search ranks.
 SEARCH_CANDIDATES = 500
-# Must match the expression of messages_content_fts_idx (migration 0003) exactly.
-FTS_DOCUMENT = "to_tsvector('simple'::regconfig, left(m.content, 100000))"
+# How many of the newest messages a search walks before it turns to the index.
+SEARCH_WINDOW = 20_000
+# A caller with at most this many messages has its own messages searched directly.
+SCOPE_FIRST_MESSAGES = 100_000
+# Snippets are cut from the first this many characters of a hit.
+SNIPPET_SOURCE_CHARS = 100_000
 
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.role, m.content, m.metadata, m.created_at,"
     " m.embedding IS NOT NULL AS has_embedding"
 )
+_MESSAGE_FIELDS = ("id", "conversation_id", "seq", "role", "content", "metadata", "created_at", "has_embedding")
 _SUMMARY_COLUMNS = "c.conversation_id, c.user_id, c.title, c.created_at, c.updated_at, c.message_count"
 # A caller with a user id sees only its own conversations; without one, every conversation.
 _OWNED = "(%(user_id)s::text IS NULL OR c.user_id = %(user_id)s)"
@@ -61,30 +76,70 @@ class InvalidInput(StoreError):
     """Input the database would reject (an embedding of the wrong dimension, say)."""
 
 
+class InvalidSearch(StoreError):
+    """A search query that cannot be answered usefully (only excluded words)."""
+
+
+class SearchTimeout(StoreError):
+    """A search that ran past its own statement timeout: the query is too broad, the database
+    is not down."""
+
+
 class IdempotencyKeyReused(StoreError):
     """An Idempotency-Key seen before with a different request."""
 
 
 IDEMPOTENCY_TTL = "24 hours"
+# A stored response larger than this is kept as a reference to what was written.
+MAX_STORED_RESPONSE_BYTES = 64 * 1024
+REPLAY_REF = "$replay"
 
 
 class Store:
-    def __init__(self, pool: ConnectionPool, *, embedding_dimension: int, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        embedding_dimension: int,
+        timeout: float = 5.0,
+        search_timeout_ms: int = 2_000,
+        reachability: Reachability | None = None,
+    ) -> None:
         self.pool = pool
+        self.reachability = reachability
         self.embedding_dimension = embedding_dimension
         self.timeout = timeout
+        self.search_timeout_ms = search_timeout_ms
 
     @contextmanager
     def _conn(self, existing: psycopg.Connection | None = None) -> Iterator[psycopg.Connection]:
         if existing is not None:  # already inside a caller's transaction
             yield existing
             return
-        with self.pool.connection(timeout=self.timeout) as conn:
+        conn = self._lend()
+        try:
             # Autocommit: a single statement is its own transaction (one round trip, no
             # BEGIN/COMMIT); work that needs more opens conn.transaction() explicitly.
             if not conn.autocommit:
                 conn.autocommit = True
             yield conn
+        finally:
+            self.pool.putconn(conn)
+
+    def _lend(self) -> psycopg.Connection:
+        """A connection from the pool within ``timeout``; at once DatabaseUnreachable while
+        the database is known to be unreachable (checked again every LEND_SLICE_S of waiting,
+        so a request queued when it goes down does not wait out the whole timeout)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.reachability is not None and self.reachability.down:
+                raise DatabaseUnreachable("the database is unreachable")
+            remaining = deadline - time.monotonic()
+            try:
+                return self.pool.getconn(timeout=max(min(LEND_SLICE_S, remaining), 0.001))
+            except PoolTimeout:
+                if remaining <= LEND_SLICE_S:
+                    raise
 
     # ------------------------------------------------------------ conversations
 
@@ -124,13 +179,14 @@ class Store:
     def _get(
         self, conn: psycopg.Connection, conversation_id: str, user_id: str | None, messages_limit: int | None
     ) -> Conversation:
-        params = {"id": conversation_id, "user_id": user_id, "limit": messages_limit}
-        order = "ORDER BY m.seq" if messages_limit is None else "ORDER BY m.seq DESC LIMIT %(limit)s"
+        """The conversation with a bounded page of its messages: the first ones, or with
+        ``messages_limit`` the last that many; never more than MAX_PAGE_MESSAGES messages or
+        (past the first) MAX_PAGE_BYTES. The cursors on the result continue from there."""
+        params = {"id": conversation_id, "user_id": user_id}
         # Both reads in one snapshot (message_count and messages agree) and, pipelined, in
         # one network round trip.
         own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         head_cur = conn.cursor(row_factory=dict_row)
-        messages_cur = conn.cursor(row_factory=class_row(Message))
         with conn.pipeline():
             if own:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -139,18 +195,80 @@ class Store:
                 f" WHERE c.conversation_id = %(id)s AND {_OWNED}",
                 params,
             )
-            messages_cur.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = %(id)s {order}", params
+            pending = self._start_page(
+                conn,
+                conversation_id,
+                user_id,
+                forward=messages_limit is None,
+                limit=MAX_PAGE_MESSAGES if messages_limit is None else messages_limit,
             )
             if own:
                 conn.execute("COMMIT")
         head = head_cur.fetchone()
-        messages = messages_cur.fetchall()
         if head is None:
             raise NotFound(f"conversation {conversation_id!r} not found")
-        if messages_limit is not None:
-            messages.reverse()
-        return Conversation(**head, messages=messages)
+        messages, _ = pending()
+        conversation = Conversation(**head, messages=messages)
+        if messages:
+            if messages[0].seq > 1:
+                conversation.messages_before_cursor = str(messages[0].seq)
+            if messages[-1].seq < conversation.message_count:
+                conversation.messages_after_cursor = str(messages[-1].seq)
+        elif messages_limit == 0 and conversation.message_count:
+            conversation.messages_before_cursor = str(conversation.message_count + 1)
+        return conversation
+
+    def _start_page(
+        self,
+        conn: psycopg.Connection,
+        conversation_id: str,
+        user_id: str | None,
+        *,
+        forward: bool,
+        limit: int,
+        after: int = 0,
+        before: int | None = None,
+    ) -> Callable[[], tuple[list[Message], bool]]:
+        """Send (inside a pipeline, or alone) the query for a page of messages in seq order
+        (forward: after ``after``; backward: the last ``limit`` before ``before``), bounded by
+        ``limit`` rows and MAX_PAGE_BYTES (a page holds at least one message, whatever its
+        size). Nothing is read unless the caller owns the conversation. Returns a function that
+        fetches the page, oldest first, and whether more messages lie beyond it."""
+        params = {
+            "id": conversation_id,
+            "user_id": user_id,
+            "after": after,
+            "before": before if before is not None else 2_147_483_647,
+            "limit": limit + 1,
+            "bytes": MAX_PAGE_BYTES,
+        }
+        order = "m.seq" if forward else "m.seq DESC"
+        page = "m.seq > %(after)s" if forward else "m.seq < %(before)s"
+        cur = conn.cursor(row_factory=dict_row)
+        # The sizes come from the stored values' headers (octet_length does not read a
+        # TOASTed text; pg_column_size is the stored, maybe compressed, size of the metadata):
+        # rows past the budget are never read from storage or sent.
+        cur.execute(
+            "SELECT * FROM (SELECT p.*, count(*) OVER () AS fetched FROM ("
+            f"  SELECT {_MESSAGE_COLUMNS}, octet_length(m.content) + pg_column_size(m.metadata) AS size,"
+            f"   sum(octet_length(m.content) + pg_column_size(m.metadata)) OVER (ORDER BY {order}) AS upto"
+            f"  FROM messages m WHERE m.conversation_id = %(id)s AND {page}"
+            "   AND EXISTS (SELECT 1 FROM conversations c"
+            f"              WHERE c.conversation_id = %(id)s AND {_OWNED})"
+            f"  ORDER BY {order} LIMIT %(limit)s) p) q"
+            " WHERE q.upto <= %(bytes)s OR q.upto = q.size",
+            params,
+        )
+
+        def fetch() -> tuple[list[Message], bool]:
+            rows = cur.fetchall()
+            more = bool(rows) and (rows[0]["fetched"] > len(rows) or len(rows) > limit)
+            messages = [Message(**{k: row[k] for k in _MESSAGE_FIELDS}) for row in rows[:limit]]
+            if not forward:
+                messages.reverse()
+            return messages, more
+
+        return fetch
 
     def list_conversations(
         self, *, user_id: str | None = None, limit: int = 20, cursor: ConversationCursor | None = None
@@ -296,66 +414,126 @@ class Store:
         before: int | None = None,
         limit: int = 100,
     ) -> Page:
-        """A page of messages, oldest first. With ``after``, the ``limit`` messages following
-        that sequence number (``next_cursor`` continues forward); with ``before``, the
-        ``limit`` messages just before it (``next_cursor`` continues backward)."""
-        params = {"id": conversation_id, "user_id": user_id, "after": after, "before": before, "limit": limit + 1}
-        if before is None:
-            page_sql = "m.seq > %(after)s ORDER BY m.seq LIMIT %(limit)s"
-        else:
-            page_sql = "m.seq < %(before)s ORDER BY m.seq DESC LIMIT %(limit)s"
+        """A page of messages, oldest first, at most ``limit`` of them and (past the first)
+        MAX_PAGE_BYTES. With ``after``, the messages following that sequence number
+        (``next_cursor`` continues forward); with ``before``, the ones just before it
+        (``next_cursor`` continues backward)."""
         with self._conn() as conn:
             owner_cur = conn.cursor()
-            rows_cur = conn.cursor(row_factory=class_row(Message))
             with conn.pipeline():
                 owner_cur.execute(
-                    f"SELECT 1 FROM conversations c WHERE c.conversation_id = %(id)s AND {_OWNED}", params
+                    f"SELECT 1 FROM conversations c WHERE c.conversation_id = %(id)s AND {_OWNED}",
+                    {"id": conversation_id, "user_id": user_id},
                 )
-                rows_cur.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = %(id)s AND {page_sql}",
-                    params,
+                pending = self._start_page(
+                    conn, conversation_id, user_id, forward=before is None, limit=limit, after=after, before=before
                 )
             if owner_cur.fetchone() is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
-            rows = rows_cur.fetchall()
+            rows, more = pending()
         next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = str(rows[-1].seq)
-        if before is not None:
-            rows.reverse()
+        if more and rows:
+            next_cursor = str(rows[-1].seq if before is None else rows[0].seq)
         return Page(rows, next_cursor)
 
     # ------------------------------------------------------------ search
 
     def search(self, query: str, *, user_id: str | None = None, limit: int = 20) -> list[SearchHit]:
         """Full-text search: the best-ranked matches among the most recent
-        ``SEARCH_CANDIDATES`` matching messages. Bounding the candidates keeps a query for a
-        common word as cheap as one for a rare word; ranking and snippets run on that set."""
-        with self._conn() as conn, conn.cursor(row_factory=class_row(SearchHit)) as cur:
-            return cur.execute(
-                "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, %(q)s) AS q),"
-                " candidates AS ("
-                "  SELECT m.id FROM q, messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
-                f"  WHERE {FTS_DOCUMENT} @@ q.q AND {_OWNED}"
-                # "+ 0" keeps the planner off the primary key: walking it newest-first and
-                # testing each row's text would read the whole table for a rare term.
-                "  ORDER BY m.id + 0 DESC LIMIT %(candidates)s),"
-                " ranked AS ("
-                f"  SELECT m.id, ts_rank({FTS_DOCUMENT}, q.q)::float8 AS rank"
-                "  FROM q, candidates JOIN messages m ON m.id = candidates.id"
-                "  ORDER BY rank DESC, m.id DESC LIMIT %(limit)s)"
-                " SELECT m.conversation_id, c.title, m.id AS message_id, m.seq, m.role, m.created_at,"
-                "  ts_headline('simple'::regconfig, left(m.content, 100000), q.q,"
-                "              'MaxFragments=1, MaxWords=24, MinWords=8') AS snippet, ranked.rank"
-                " FROM q, ranked JOIN messages m ON m.id = ranked.id"
-                " JOIN conversations c ON c.conversation_id = m.conversation_id"
-                " ORDER BY ranked.rank DESC, m.id DESC",
-                {"q": query, "user_id": user_id, "limit": limit, "candidates": SEARCH_CANDIDATES},
-                # Never a prepared, generic plan: without the search term the planner cannot
-                # tell a rare word (an index lookup) from a common one, and picks a scan.
-                prepare=False,
-            ).fetchall()
+        ``SEARCH_CANDIDATES`` matching messages the caller can see.
+
+        The work is bounded whatever the term: a term in nearly every message is found among
+        the newest ``SEARCH_WINDOW`` messages (a walk of the primary key that stops there);
+        a rarer one is looked up in the GIN index for the older messages; a caller with a
+        user id and at most ``SCOPE_FIRST_MESSAGES`` messages has just those read. Ranking
+        reads the stored tsvector; only the returned hits are parsed again, for their
+        snippets. The search runs under its own statement timeout: past it, SearchTimeout."""
+        try:
+            with self._conn() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(self.search_timeout_ms),))
+                parsed = conn.execute(
+                    "SELECT numnode(q), querytree(q) FROM websearch_to_tsquery('simple'::regconfig, %s) AS q",
+                    (query,),
+                ).fetchone()
+                assert parsed is not None
+                if parsed[0] == 0:  # nothing searchable: only punctuation, say
+                    return []
+                if parsed[1] == "T":  # no term that must be present: '-word' alone
+                    raise InvalidSearch(
+                        "a search needs at least one word to find; '-word' alone would match almost everything"
+                    )
+                ids = self._search_candidates(conn, query, user_id)
+                if not ids:
+                    return []
+                with conn.cursor(row_factory=class_row(SearchHit)) as cur:
+                    return cur.execute(
+                        "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, %(q)s) AS q),"
+                        " ranked AS ("
+                        "  SELECT m.id, ts_rank(m.search, q.q)::float8 AS rank FROM q, messages m"
+                        "  WHERE m.id = ANY(%(ids)s) ORDER BY rank DESC, m.id DESC LIMIT %(limit)s)"
+                        " SELECT m.conversation_id, c.title, m.id AS message_id, m.seq, m.role, m.created_at,"
+                        f"  ts_headline('simple'::regconfig, left(m.content, {SNIPPET_SOURCE_CHARS}), q.q,"
+                        "              'MaxFragments=1, MaxWords=24, MinWords=8') AS snippet, ranked.rank"
+                        " FROM q, ranked JOIN messages m ON m.id = ranked.id"
+                        " JOIN conversations c ON c.conversation_id = m.conversation_id"
+                        " ORDER BY ranked.rank DESC, m.id DESC",
+                        {"q": query, "ids": ids, "limit": limit},
+                    ).fetchall()
+        except psycopg.errors.QueryCanceled:
+            raise SearchTimeout(
+                f"the search took longer than {self.search_timeout_ms} ms and was stopped; use more specific words"
+            ) from None
+
+    def _search_candidates(self, conn: psycopg.Connection, query: str, user_id: str | None) -> list[int]:
+        params: dict[str, Any] = {"q": query, "user_id": user_id, "n": SEARCH_CANDIDATES, "window": SEARCH_WINDOW}
+        term = "m.search @@ websearch_to_tsquery('simple'::regconfig, %(q)s)"
+        if user_id is not None:
+            row = conn.execute(
+                "SELECT coalesce(sum(message_count), 0) FROM conversations WHERE user_id = %s", (user_id,)
+            ).fetchone()
+            if row is not None and row[0] <= SCOPE_FIRST_MESSAGES:
+                # The caller's own messages, conversation by conversation: at most
+                # SCOPE_FIRST_MESSAGES rows read, however common the term is elsewhere.
+                # OFFSET 0 keeps the subquery from being flattened into a walk of all messages.
+                rows = conn.execute(
+                    "SELECT hit.id FROM conversations c CROSS JOIN LATERAL ("
+                    f"  SELECT m.id FROM messages m WHERE m.conversation_id = c.conversation_id AND {term}"
+                    "   OFFSET 0) hit"
+                    " WHERE c.user_id = %(user_id)s ORDER BY hit.id + 0 DESC LIMIT %(n)s",
+                    params,
+                    prepare=False,
+                ).fetchall()
+                return [r[0] for r in rows]
+        # Newest first within the window: stops after SEARCH_WINDOW rows whatever the term.
+        owned = (
+            "" if user_id is None else f" JOIN conversations c ON c.conversation_id = m.conversation_id AND {_OWNED}"
+        )
+        row = conn.execute(
+            "WITH w AS MATERIALIZED ("
+            f"  SELECT m.id, m.conversation_id, {term} AS matched FROM messages m"
+            "   ORDER BY m.id DESC LIMIT %(window)s)"
+            " SELECT (SELECT min(id) FROM w), array("
+            f"  SELECT m.id FROM w m{owned} WHERE m.matched ORDER BY m.id DESC LIMIT %(n)s)",
+            params,
+            prepare=False,
+        ).fetchone()
+        assert row is not None
+        boundary, ids = row[0], list(row[1])
+        if boundary is None or len(ids) >= SEARCH_CANDIDATES:
+            return ids
+        params.update(n=SEARCH_CANDIDATES - len(ids), boundary=boundary)
+        # Older messages through the GIN index ("+ 0" keeps the planner off walking the
+        # primary key, which for a term absent from recent messages reads the whole table).
+        older = conn.execute(
+            f"SELECT m.id FROM messages m{owned}"
+            f" WHERE {term} AND m.id < %(boundary)s ORDER BY m.id + 0 DESC LIMIT %(n)s",
+            params,
+            # Never a prepared, generic plan: without the term the planner cannot tell a rare
+            # word (an index lookup) from a common one.
+            prepare=False,
+        ).fetchall()
+        return ids + [r[0] for r in older]
 
     def similar(
         self,
@@ -378,14 +556,24 @@ class Store:
             with conn.cursor(row_factory=class_row(SimilarHit)) as cur:
                 return cur.execute(
                     "WITH hits AS MATERIALIZED ("
-                    "  SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.content, m.created_at,"
+                    "  SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.created_at,"
                     "    (m.embedding <=> %(v)s::vector)::float8 AS distance"
                     "  FROM messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
                     f"  WHERE m.embedding IS NOT NULL AND {_OWNED}"
                     "    AND (%(cid)s::text IS NULL OR m.conversation_id = %(cid)s)"
                     "  ORDER BY m.embedding <=> %(v)s::vector LIMIT %(limit)s)"
-                    " SELECT * FROM hits ORDER BY distance, message_id",
-                    {"v": _vector_literal(embedding), "user_id": user_id, "cid": conversation_id, "limit": limit},
+                    # Only the hits' text is read, and at most SIMILAR_CONTENT_CHARS of each.
+                    " SELECT hits.conversation_id, hits.message_id, hits.seq, hits.role, hits.created_at,"
+                    "  hits.distance, left(m.content, %(chars)s) AS content,"
+                    "  char_length(left(m.content, %(chars)s + 1)) > %(chars)s AS content_truncated"
+                    " FROM hits JOIN messages m ON m.id = hits.message_id ORDER BY hits.distance, hits.message_id",
+                    {
+                        "v": _vector_literal(embedding),
+                        "user_id": user_id,
+                        "cid": conversation_id,
+                        "limit": limit,
+                        "chars": SIMILAR_CONTENT_CHARS,
+                    },
                 ).fetchall()
 
     # ------------------------------------------------------------ idempotency
@@ -396,15 +584,23 @@ class Store:
         key: str,
         fingerprint: str,
         write: Callable[[psycopg.Connection], tuple[int, Any]],
+        compact: Callable[[Any], Any],
     ) -> tuple[int, Any, bool]:
-        """Run ``write`` at most once per (scope, key): its status and JSON body are stored
-        in the same transaction, and a repeat returns them (third value True) instead of
-        writing again. Reusing a key for a different request is an error."""
+        """Run ``write`` at most once per (scope, key) within IDEMPOTENCY_TTL: its status and
+        JSON body are stored in the same transaction, and a repeat returns them (third value
+        True) instead of writing again. A body larger than MAX_STORED_RESPONSE_BYTES is stored
+        as ``{REPLAY_REF: compact(body)}``, a reference the caller expands on a replay. Reusing
+        a key for a different request is an error; a key past its expiry starts afresh."""
         with self._conn() as conn, conn.transaction():
+            # A key older than the TTL is taken over as if new (the row lock serialises a
+            # concurrent repeat, which then finds the new request's answer).
             fresh = conn.execute(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES (%s, %s, %s)"
-                " ON CONFLICT (scope, key) DO NOTHING RETURNING 1",
-                (scope, key, fingerprint),
+                "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES (%(scope)s, %(key)s, %(fp)s)"
+                " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+                "  status = NULL, response = NULL, created_at = now()"
+                f" WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'"
+                " RETURNING 1",
+                {"scope": scope, "key": key, "fp": fingerprint},
             ).fetchone()
             if fresh is None:
                 # The first request committed (a concurrent one waited on the key's lock).
@@ -417,13 +613,30 @@ class Store:
                     raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
                 return int(row[1]), row[2], True
             status, body = write(conn)
+            encoded = json.dumps(body, separators=(",", ":"))
+            if len(encoded) > MAX_STORED_RESPONSE_BYTES:
+                encoded = json.dumps({REPLAY_REF: compact(body)}, separators=(",", ":"))
             conn.execute(
-                "UPDATE idempotency_keys SET status = %s, response = %s WHERE scope = %s AND key = %s",
-                (status, Jsonb(body), scope, key),
+                "UPDATE idempotency_keys SET status = %s, response = %s::jsonb WHERE scope = %s AND key = %s",
+                (status, encoded, scope, key),
             )
-            if random.random() < 0.01:  # noqa: S311 - housekeeping, not security
-                conn.execute(f"DELETE FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL}'")
             return status, body, False
+
+    def remove_expired_idempotency_keys(self, batch: int = 1000) -> int:
+        """Delete keys past IDEMPOTENCY_TTL, ``batch`` rows per transaction (short locks);
+        run outside the request path (the API's housekeeping thread). Returns how many."""
+        removed = 0
+        while True:
+            with self._conn() as conn:
+                n = conn.execute(
+                    "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY("
+                    f"  SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL}'"
+                    "  LIMIT %s))",
+                    (batch,),
+                ).rowcount
+            removed += n
+            if n < batch:
+                return removed
 
     # ------------------------------------------------------------ import / export
 
@@ -524,7 +737,9 @@ class Store:
                 "SELECT current_setting('server_version') AS server_version,"
                 " (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector_version,"
                 f" (SELECT coalesce(max(version), 0) FROM {LEDGER_TABLE}) AS schema_version,"
-                " (SELECT count(*) FROM conversations) AS active_conversations"
+                # The planner's estimate, not count(*): a probe must stay cheap at any size.
+                " (SELECT nullif(reltuples, -1)::bigint FROM pg_class"
+                "   WHERE oid = 'conversations'::regclass) AS approximate_conversations"
             ).fetchone()
         assert row is not None
         return row

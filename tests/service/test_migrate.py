@@ -70,7 +70,7 @@ def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg, empty
         "hnsw" in indexes["messages_embedding_hnsw_idx"]
         and "vector_cosine_ops" in indexes["messages_embedding_hnsw_idx"]
     )
-    assert '"left"(content, 100000)' in indexes["messages_content_fts_idx"]
+    assert "gin (search)" in indexes["messages_search_idx"] and "messages_content_fts_idx" not in indexes
     assert "updated_at DESC" in indexes["conversations_user_recent_idx"]
     assert dim == 1536
 

@@ -1,0 +1,195 @@
+"""The service's database, opened one way for the API and the importer: the configured
+database or the embedded one, credentials that follow a rotation, a statement timeout, dead
+connections swept, and a fast answer while the database is unreachable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from .credentials import SecretCredentials, rotating_connection_class
+from .settings import Settings
+
+log = logging.getLogger("conversations.database")
+
+# A connection attempt that has not succeeded by then has failed (the database is down or
+# unreachable); RDS answers within milliseconds from inside the VPC.
+CONNECT_TIMEOUT_S = 3
+# While the database is unreachable, how often a probe tries to connect.
+PROBE_INTERVAL_S = 0.5
+# How long the pool keeps retrying one connection (backing off) before it gives the slot up;
+# the next request that needs a connection starts a fresh attempt at once.
+RECONNECT_GIVE_UP_S = 5.0
+
+
+class DatabaseUnreachable(psycopg.OperationalError):
+    """Raised at once, without waiting for the pool, while the database is known to be
+    unreachable (the API answers 503 with Retry-After, as for any outage)."""
+
+
+class Reachability:
+    """Whether the database is known to be unreachable.
+
+    A failed connection attempt (the pool's or the probe's) marks it down; while it is down a
+    probe thread tries to connect every PROBE_INTERVAL_S, and the first connection that
+    succeeds, from anywhere, marks it up again. Requests consult ``down`` and fail at once
+    instead of queueing for a connection that cannot come."""
+
+    def __init__(self, interval: float = PROBE_INTERVAL_S) -> None:
+        self.interval = interval
+        self.probe: Callable[[], None] | None = None
+        self._down = False
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    def failed(self) -> None:
+        with self._lock:
+            if self._down or self._closed:
+                return
+            self._down = True
+            log.warning("database unreachable: failing requests fast until a connection succeeds")
+            if self.probe is not None and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._probe_loop, name="database-probe", daemon=True)
+                self._thread.start()
+
+    def succeeded(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("database reachable again")
+
+    def close(self) -> None:
+        self._closed = True
+        self._down = False
+
+    def _probe_loop(self) -> None:
+        while self._down and not self._closed:
+            time.sleep(self.interval)
+            if not self._down or self._closed or self.probe is None:
+                return
+            try:
+                self.probe()
+            except Exception:  # noqa: BLE001, S112 - still down; the next probe tries again
+                continue
+
+
+def reachability_class(
+    base: type[psycopg.Connection[Any]], reachability: Reachability
+) -> type[psycopg.Connection[Any]]:
+    """A connection class that reports each connection attempt's outcome to ``reachability``."""
+
+    class ReportingConnection(base):  # type: ignore[valid-type,misc]
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError:
+                reachability.failed()
+                raise
+            reachability.succeeded()
+            return conn
+
+    return ReportingConnection
+
+
+class SweepingCheck:
+    """The pool's check on lending a connection. After a restart or failover every pooled
+    connection is dead, not just the one being lent; the pool would find them one by one,
+    backing off a second or more after each. Sweeping the rest on the first failure makes
+    the retry get a fresh connection instead."""
+
+    def __init__(self) -> None:
+        self.pool: ConnectionPool | None = None
+        self._busy = threading.Lock()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None and self._busy.acquire(blocking=False):
+                try:
+                    self.pool.check()
+                finally:
+                    self._busy.release()
+            raise
+
+
+@dataclass
+class Database:
+    pool: ConnectionPool
+    reachability: Reachability
+    backend: str
+
+    def close(self) -> None:
+        self.reachability.close()
+        self.pool.close()
+
+
+def open_pool(
+    settings: Settings,
+    *,
+    name: str = "conversations",
+    min_size: int | None = None,
+    max_size: int | None = None,
+    statement_timeout_ms: int | None = None,
+) -> Database:
+    """The pool the service and the importer use: ``settings.database_url``, or the embedded
+    database started (or reused) under ``settings.local_data_dir``."""
+    conninfo = settings.database_url
+    if conninfo is None:
+        from .embedded import start_embedded
+
+        conninfo = start_embedded(
+            settings.local_data_dir, embedding_dimension=settings.embedding_dimension
+        ).app_conninfo
+    base: type[psycopg.Connection[Any]] = psycopg.Connection
+    if settings.db_secret_arn:
+        params = conninfo_to_dict(conninfo)
+        credentials = SecretCredentials(
+            settings.db_secret_arn, str(params.get("user", "")), str(params.get("password", ""))
+        )
+        base = rotating_connection_class(credentials)
+    reachability = Reachability()
+    connection_class = reachability_class(base, reachability)
+    timeout_ms = settings.statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
+    kwargs: dict[str, Any] = {
+        "options": f"-c statement_timeout={timeout_ms}",
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "autocommit": True,
+    }
+
+    def probe() -> None:
+        connection_class.connect(conninfo, **kwargs).close()
+
+    reachability.probe = probe
+    sweep = SweepingCheck()
+    pool_min = settings.pool_min_size if min_size is None else min_size
+    pool = ConnectionPool(
+        conninfo,
+        connection_class=connection_class,
+        min_size=pool_min,
+        max_size=settings.pool_max_size if max_size is None else max_size,
+        timeout=settings.pool_timeout,
+        kwargs=kwargs,
+        # A connection killed server-side (restart, failover, pg_terminate_backend) is
+        # found and replaced when lent, instead of failing the request that gets it.
+        check=sweep,
+        reconnect_timeout=RECONNECT_GIVE_UP_S,
+        open=False,
+        name=name,
+    )
+    sweep.pool = pool
+    pool.open(wait=pool_min > 0, timeout=max(settings.pool_timeout, 10.0))
+    return Database(pool, reachability, settings.database_backend)

@@ -1,0 +1,202 @@
+"""ASGI middleware: what every request passes through before a route sees it.
+
+From the outside in: the request log (one line per request, a request id), the token (checked
+before a byte of the body is read), and admission (bounded requests in flight and bounded body
+bytes in flight, so overload answers 503 instead of exhausting memory; bodies over the limit
+answer 413 by their declared length or by counting).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import logs
+
+log = logging.getLogger("conversations.api")
+
+# Paths anyone may fetch: the page and its assets, the health probes, the API's own description.
+PUBLIC_PATHS = frozenset({"/", "/health", "/health/live", "/openapi.json", "/docs"})
+PUBLIC_PREFIXES = ("/static/",)
+# Probes the load balancer and ECS depend on: never turned away by admission.
+PROBE_PATHS = frozenset({"/health", "/health/live"})
+OVERLOAD_RETRY_AFTER_SECONDS = "1"
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def token_ok(authorization: str | None, expected: str) -> bool:
+    """A 'Bearer <token>' header carrying ``expected``, compared in constant time."""
+    scheme, _, token = (authorization or "").partition(" ")
+    # compare_digest takes the same time wherever the first difference is.
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+UNAUTHORIZED_MESSAGE = "a valid 'Authorization: Bearer <API_TOKEN>' header is required"
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class TokenMiddleware:
+    """Refuses a request for any non-public path without the token, before the body is read:
+    a caller without the token costs a header comparison, never a parse."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        header = _header(scope, b"authorization")
+        if not token_ok(None if header is None else header.decode("latin-1"), self.token):
+            refused = error(401, "unauthorized", UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": "Bearer"})
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from receive() when a body without a (truthful) length grows past the limit;
+    the app's handler for HTTP errors answers it with 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than {max_bytes} bytes")
+
+
+class AdmissionMiddleware:
+    """Bounds what one process takes on at once.
+
+    - At most ``max_requests`` requests in flight (probes excepted); one more answers 503
+      ``overloaded`` with ``Retry-After``, at once.
+    - At most ``max_body_bytes_in_flight`` request-body bytes reserved at once: a request
+      reserves its declared Content-Length (or the whole ``max_body_bytes`` when it streams
+      without one) before its body is read, so a flood of large uploads is turned away before
+      it is buffered.
+    - A body over ``max_body_bytes`` answers 413: by its declared length before reading, or by
+      counting as it arrives.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_requests: int, max_body_bytes: int, max_body_bytes_in_flight: int) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes_in_flight = max_body_bytes_in_flight
+        self.in_flight = 0
+        self.body_bytes_in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body is larger than {self.max_body_bytes} bytes"
+        declared_raw = _header(scope, b"content-length")
+        declared: int | None = None
+        if declared_raw is not None:
+            if not declared_raw.isdigit():
+                await error(400, "bad_request", "Content-Length is not a number")(scope, receive, send)
+                return
+            declared = int(declared_raw)
+            if declared > self.max_body_bytes:
+                await error(413, "payload_too_large", too_large)(scope, receive, send)
+                return
+        streamed = declared is None and _header(scope, b"transfer-encoding") is not None
+        reserve = self.max_body_bytes if streamed else (declared or 0)
+        if self.in_flight >= self.max_requests or (
+            reserve and self.body_bytes_in_flight + reserve > self.max_body_bytes_in_flight
+        ):
+            log.warning("overloaded", extra={"in_flight": self.in_flight, "path": scope["path"]})
+            overloaded = error(
+                503,
+                "overloaded",
+                "the service is at capacity; retry shortly",
+                {"Retry-After": OVERLOAD_RETRY_AFTER_SECONDS},
+            )
+            await overloaded(scope, receive, send)
+            return
+        self.in_flight += 1
+        self.body_bytes_in_flight += reserve
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes or (declared is not None and received > declared):
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await error(413, "payload_too_large", too_large)(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self.body_bytes_in_flight -= reserve
+
+
+class RequestLogMiddleware:
+    """One JSON log line per request, with a request id that is also returned as X-Request-Id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            logs.request_id.reset(token)
