@@ -23,19 +23,29 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from conversations.models import ROLES, ConversationRecord, NewMessage
+from conversations.models import (
+    MAX_CONTENT_CHARS,
+    ROLES,
+    ConversationRecord,
+    NewMessage,
+    conversation_id_problem,
+    embedding_problem,
+    json_too_large,
+    unstorable_json,
+    unstorable_text,
+)
 from conversations.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-
-MAX_ID = 255
+# The JSON reader's buffer: records larger than this are read by growing it.
+READ_CHUNK_CHARS = 1 << 20
 
 
 class BadRecord(ValueError):
@@ -57,6 +67,7 @@ class Report:
     already_present: int = 0
     skipped: list[BadRecord] = field(default_factory=list)
     stopped_early: bool = False
+    source_error: str | None = None
     verified: bool | None = None
     verify_detail: str = ""
 
@@ -75,6 +86,8 @@ class Report:
             lines.append(f"  check:   {'OK' if self.verified else 'MISMATCH'} ({self.verify_detail})")
         if self.stopped_early:
             lines.append("  stopped at the first invalid record (--strict); the records before it are committed")
+        if self.source_error:
+            lines.append(f"  stopped: {self.source_error}; the records before it are committed")
         return "\n".join(lines)
 
 
@@ -84,14 +97,19 @@ class Report:
 def parse_time(value: Any, where: str, what: str) -> datetime:
     if isinstance(value, datetime):
         parsed = value
+    elif isinstance(value, bool):
+        raise BadRecord(where, f"{what} is not a time: {value!r}")
     elif isinstance(value, int | float | Decimal):
-        parsed = datetime.fromtimestamp(float(value), UTC)
+        try:
+            parsed = datetime.fromtimestamp(float(value), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise BadRecord(where, f"{what} is out of range: {str(value)[:40]}") from None
     elif isinstance(value, str) and value.strip():
         text = value.strip().replace("Z", "+00:00") if value.strip().endswith("Z") else value.strip()
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise BadRecord(where, f"{what} is not an ISO 8601 time: {value[:40]!r}") from None
+            raise BadRecord(where, f"{what} is not an ISO 8601 time (years 1-9999): {value[:40]!r}") from None
     else:
         raise BadRecord(where, f"{what} is missing")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -100,8 +118,9 @@ def parse_time(value: Any, where: str, what: str) -> datetime:
 def check_text(value: Any, where: str, what: str) -> str:
     if not isinstance(value, str):
         raise BadRecord(where, f"{what} must be text, got {type(value).__name__}")
-    if "\x00" in value:
-        raise BadRecord(where, f"{what} contains a NUL character, which PostgreSQL cannot store")
+    reason = unstorable_text(value)
+    if reason is not None:
+        raise BadRecord(where, f"{what}: {reason}")
     return value
 
 
@@ -115,9 +134,11 @@ def check_json(value: Any, where: str, what: str) -> dict[str, Any]:
             raise BadRecord(where, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadRecord(where, f"{what} must be a JSON object, got {type(value).__name__}")
-    if "\\u0000" in json.dumps(value):
-        raise BadRecord(where, f"{what} contains a NUL character")
-    return plain(value)
+    value = plain(value)
+    reason = unstorable_json(value) or json_too_large(value)
+    if reason is not None:
+        raise BadRecord(where, f"{what}: {reason}")
+    return value  # type: ignore[no-any-return]
 
 
 def plain(value: Any) -> Any:
@@ -132,10 +153,12 @@ def plain(value: Any) -> Any:
 
 
 def check_id(value: Any, where: str) -> str:
-    cid = check_text(value, where, "conversation id")
-    if not 1 <= len(cid) <= MAX_ID:
-        raise BadRecord(where, f"conversation id must be 1-{MAX_ID} characters")
-    return cid
+    """The API's rule for conversation ids (conversations.models), so an imported
+    conversation is addressable like any other."""
+    reason = conversation_id_problem(value)
+    if reason is not None:
+        raise BadRecord(where, reason)
+    return str(value)
 
 
 def message(raw: Any, where: str, created_default: datetime) -> NewMessage:
@@ -145,37 +168,168 @@ def message(raw: Any, where: str, created_default: datetime) -> NewMessage:
     if role not in ROLES:
         raise BadRecord(where, f"unknown role {str(role)[:20]!r} (expected one of {', '.join(ROLES)})")
     content = check_text(raw.get("content"), where, "content")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise BadRecord(where, f"content has {len(content)} characters; at most {MAX_CONTENT_CHARS} are accepted")
     metadata = check_json(raw.get("metadata"), where, "metadata")
     extra = {k: v for k, v in raw.items() if k not in ("role", "content", "metadata", "created_at", "embedding")}
     metadata.update(check_json(extra, where, "message fields"))
     created = parse_time(raw["created_at"], where, "created_at") if raw.get("created_at") else created_default
     embedding = raw.get("embedding")
-    if embedding is not None and not (
-        isinstance(embedding, list) and all(isinstance(v, int | float) for v in embedding)
-    ):
-        raise BadRecord(where, "embedding must be a list of numbers")
+    if embedding is not None:
+        if not (
+            isinstance(embedding, list)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in embedding)
+        ):
+            raise BadRecord(where, "embedding must be a list of numbers")
+        reason = embedding_problem(embedding)
+        if reason is not None:
+            raise BadRecord(where, reason)
     return NewMessage(role, content, metadata, embedding, created)
 
 
 # ---------------------------------------------------------------- sources
 
 
-def from_json(path: Path) -> Iterator[ConversationRecord | BadRecord]:
+class JsonSource:
     """The earlier JSON-file stores: {conversation_id: {title, created_at, updated_at,
-    messages: [{role, content, ...}], settings}}; extra message keys go to its metadata."""
-    try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SystemExit(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected a JSON object keyed by conversation id, got {type(data).__name__}")
-    for cid, raw in data.items():
-        where = f"{path.name}: conversation {cid!r}"
+    messages: [{role, content, ...}], settings}}; extra message keys go to its metadata.
+
+    Read as a stream: one conversation in memory at a time, so a multi-gigabyte export imports
+    on a small machine. Parsing is the standard library's (the same values ``json.load`` would
+    give); a duplicate key anywhere in a conversation makes that conversation a bad record. A
+    syntax error ends the import there (what came before it is imported; the report says where).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         try:
-            yield json_record(cid, raw, where)
-        except BadRecord as bad:
-            yield bad
+            self.size = path.stat().st_size
+        except OSError as exc:
+            raise SystemExit(f"cannot read {path}: {exc}") from None
+        self.consumed = 0  # characters of the file parsed so far (progress)
+        self.line = 1
+
+    def fraction(self) -> float:
+        return min(self.consumed / self.size, 1.0) if self.size else 1.0
+
+    def __iter__(self) -> Iterator[ConversationRecord | BadRecord]:
+        duplicates: list[str] = []
+
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            obj: dict[str, Any] = {}
+            for key, value in items:
+                if key in obj:
+                    duplicates.append(key)
+                obj[key] = value
+            return obj
+
+        decoder = json.JSONDecoder(object_pairs_hook=pairs)
+        try:
+            handle = self.path.open(encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(f"cannot read {self.path}: {exc}") from None
+        with handle:
+            reader = _Buffer(handle, self)
+            try:
+                reader.expect("{", "a JSON object keyed by conversation id")
+                if reader.peek() == "}":
+                    return
+                while True:
+                    line = self.line
+                    cid = reader.value(decoder, "a conversation id (a JSON string)")
+                    reader.expect(":", "':'")
+                    duplicates.clear()
+                    raw = reader.value(decoder, "a conversation (a JSON object)")
+                    where = f"{self.path.name}: line {line}: conversation {str(cid)[:80]!r}"
+                    if not isinstance(cid, str):
+                        yield BadRecord(where, "a conversation id must be a JSON string")
+                    elif duplicates:
+                        yield BadRecord(where, f"duplicate key {duplicates[0][:40]!r} in a JSON object")
+                    else:
+                        try:
+                            yield json_record(cid, raw, where)
+                        except BadRecord as bad:
+                            yield bad
+                    if reader.expect(",}", "',' or '}'") == "}":
+                        return
+            except UnicodeDecodeError as exc:
+                raise SourceError(f"{self.path.name}: not UTF-8 near line {self.line}: {exc.reason}") from None
+
+
+class SourceError(Exception):
+    """The source cannot be read past this point (a JSON syntax error, say)."""
+
+
+class _Buffer:
+    """Just enough of a streaming tokenizer for the top-level object: text read in chunks,
+    values decoded with ``raw_decode`` once they are whole."""
+
+    def __init__(self, handle: TextIO, source: JsonSource) -> None:
+        self.handle, self.source = handle, source
+        self.text, self.pos, self.eof = "", 0, False
+
+    def _more(self, size: int) -> bool:
+        if self.eof:
+            return False
+        chunk = self.handle.read(size)
+        if not chunk:
+            self.eof = True
+            return False
+        self.text = self.text[self.pos :] + chunk
+        self.pos = 0
+        return True
+
+    def _skip_space(self) -> None:
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+                if self.text[self.pos] == "\n":
+                    self.source.line += 1
+                self.pos += 1
+            if self.pos < len(self.text) or not self._more(READ_CHUNK_CHARS):
+                return
+
+    def peek(self) -> str:
+        self._skip_space()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, allowed: str, what: str) -> str:
+        char = self.peek()
+        if not char or char not in allowed:
+            found = repr(char) if char else "the end of the file"
+            raise SourceError(f"{self.source.path.name}: line {self.source.line}: expected {what}, found {found}")
+        self.pos += 1
+        self._advance(1)
+        return char
+
+    def value(self, decoder: json.JSONDecoder, what: str) -> Any:
+        self._skip_space()
+        chunk = READ_CHUNK_CHARS
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                # Ran out of text (or stopped inside an unterminated string): read more. A
+                # failure well inside the text is a syntax error that more text cannot mend.
+                # (A literal cut short, "tr" of true or "-Infin" of -Infinity, fails at its start.)
+                truncated = exc.pos >= len(self.text) - 16 or exc.msg.startswith("Unterminated string")
+                if truncated and self._more(chunk):
+                    chunk *= 2
+                    continue
+                line = self.source.line + self.text.count("\n", self.pos, exc.pos)
+                raise SourceError(f"{self.source.path.name}: line {line}: expected {what}: {exc.msg}") from None
+            if end == len(self.text) and not self.eof and self._more(chunk):
+                continue  # a number may go on in the next chunk
+            self.source.line += self.text.count("\n", self.pos, end)
+            self._advance(end - self.pos)
+            self.pos = end
+            return value
+
+    def _advance(self, chars: int) -> None:
+        self.source.consumed += chars
+
+
+def from_json(path: Path) -> JsonSource:
+    return JsonSource(path)
 
 
 def json_record(cid: str, raw: Any, where: str) -> ConversationRecord:
@@ -196,7 +350,7 @@ def json_record(cid: str, raw: Any, where: str) -> ConversationRecord:
     user_id = raw.get("user_id")
     if user_id is not None:
         check_text(user_id, where, "user_id")
-    return ConversationRecord(cid, title, created, updated, user_id, settings, metadata, messages)
+    return ConversationRecord(cid, title, created, updated, user_id, settings, metadata, messages, origin=where)
 
 
 def from_sqlite(path: Path) -> Iterator[ConversationRecord | BadRecord]:
@@ -210,10 +364,13 @@ def from_sqlite(path: Path) -> Iterator[ConversationRecord | BadRecord]:
             if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
                 raise SystemExit(f"{path}: no '{table}' table; expected the sessions/messages memory schema")
         orphans = db.execute(
-            "SELECT id FROM messages WHERE session_id NOT IN (SELECT id FROM sessions) ORDER BY rowid"
+            "SELECT m.id, m.session_id FROM messages m"
+            " WHERE m.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = m.session_id)"
+            " ORDER BY m.rowid"
         ).fetchall()
-        for (mid,) in orphans:
-            yield BadRecord(f"{path.name}: messages row id={mid!r}", "its session_id matches no session")
+        for mid, session_id in orphans:
+            reason = "its session_id is NULL" if session_id is None else "its session_id matches no session"
+            yield BadRecord(f"{path.name}: messages row id={mid!r}", reason)
         sessions = db.execute("SELECT id, title, created_at, updated_at, metadata FROM sessions ORDER BY rowid")
         for sid, title, created_at, updated_at, metadata in sessions.fetchall():
             where = f"{path.name}: sessions row id={sid!r}"
@@ -247,6 +404,7 @@ def from_sqlite(path: Path) -> Iterator[ConversationRecord | BadRecord]:
                     {},
                     check_json(metadata, where, "metadata"),
                     messages,
+                    origin=where,
                 )
             except BadRecord as bad:
                 yield bad
@@ -321,6 +479,7 @@ def from_dynamodb(
                 {},
                 check_json(metadata, where, "metadata"),
                 messages,
+                origin=where,
             )
         except BadRecord as bad:
             yield bad
@@ -332,9 +491,16 @@ def from_dynamodb(
 class Progress:
     """A progress bar on stderr (a line every few seconds when stderr is not a terminal)."""
 
-    def __init__(self, label: str, total: int | None = None, stream: TextIO = sys.stderr) -> None:
-        self.label, self.total, self.stream = label, total, stream
-        self.tty = stream.isatty()
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        fraction: Callable[[], float] | None = None,
+    ) -> None:
+        self.label, self.total, self.fraction = label, total, fraction
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.last = 0.0
         self.started = time.monotonic()
 
@@ -344,9 +510,12 @@ class Progress:
             return
         self.last = now
         rate = done / max(now - self.started, 1e-6)
-        if self.total:
-            filled = int(30 * done / self.total)
-            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
+        share = (1.0 if final else self.fraction()) if self.fraction else (done / self.total if self.total else None)
+        if share is not None:
+            filled = int(30 * share)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {share:4.0%} {done}" + (
+                f"/{self.total}" if self.total else ""
+            )
         else:
             bar = f"{done}"
         line = f"{self.label} {bar} {extra} ({rate:.0f}/s)"
@@ -363,60 +532,82 @@ def run_import(
     strict: bool,
     total: int | None = None,
 ) -> Report:
+    """Import ``records`` a batch at a time. Memory holds one batch, whatever the source's
+    size: duplicates are found within a batch (a later repeat of an id finds it already
+    present), and each batch's message counts are checked as it is committed."""
     report = Report(source)
-    progress = Progress("importing", total)
+    fraction = records.fraction if isinstance(records, JsonSource) else None
+    progress = Progress("importing", total, fraction=fraction)
     batch: list[ConversationRecord] = []
-    imported_ids: list[str] = []
-    expected: dict[str, int] = {}
+    checked = 0
+    wrong: list[str] = []
 
     def flush() -> None:
+        nonlocal checked
         if not batch:
             return
         inserted = set(store.import_conversations(batch))
+        found = store.message_counts(sorted(inserted)) if inserted else {}
         for record in batch:
             if record.conversation_id in inserted:
                 report.imported_conversations += 1
                 report.imported_messages += len(record.messages)
-                imported_ids.append(record.conversation_id)
-                expected[record.conversation_id] = len(record.messages)
+                checked += 1
+                if found.get(record.conversation_id, 0) != len(record.messages):
+                    wrong.append(record.conversation_id)
             else:
                 report.already_present += 1
         batch.clear()
 
-    seen: set[str] = set()
-    for item in records:
-        if isinstance(item, BadRecord):
-            report.skipped.append(item)
-            if strict:
-                report.stopped_early = True
-                break
-            continue
-        if item.conversation_id in seen:
-            report.skipped.append(
-                BadRecord(
-                    f"{source}: conversation {item.conversation_id!r}",
-                    "appears twice in the source; the first was kept",
-                )
-            )
-            continue
-        seen.add(item.conversation_id)
-        report.conversations_read += 1
-        report.messages_read += len(item.messages)
-        batch.append(item)
-        if len(batch) >= batch_size:
-            flush()
-        progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
+    def bad(item: BadRecord) -> bool:
+        report.skipped.append(item)
+        if strict:
+            report.stopped_early = True
+        return strict
+
+    in_batch: set[str] = set()
+    try:
+        for item in records:
+            if isinstance(item, BadRecord):
+                if bad(item):
+                    break
+                continue
+            where = item.origin or f"{source}: conversation {item.conversation_id!r}"
+            if item.conversation_id in in_batch:
+                if bad(BadRecord(where, "appears twice in the source; the first was kept")):
+                    break
+                continue
+            problem = _embedding_dimension_problem(item, store.embedding_dimension)
+            if problem is not None:
+                if bad(BadRecord(where, problem)):
+                    break
+                continue
+            in_batch.add(item.conversation_id)
+            report.conversations_read += 1
+            report.messages_read += len(item.messages)
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush()
+                in_batch.clear()
+            progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
+    except SourceError as exc:
+        report.source_error = str(exc)
     flush()
     progress.update(report.conversations_read, f"conversations, {report.messages_read} messages", final=True)
-    found = store.message_counts(imported_ids) if imported_ids else {}
-    wrong = [cid for cid, n in expected.items() if found.get(cid, 0) != n]
     report.verified = not wrong
     report.verify_detail = (
-        f"message counts of {len(expected)} imported conversations match the source"
+        f"message counts of {checked} imported conversations match the source"
         if not wrong
         else f"{len(wrong)} conversations differ, e.g. {wrong[:3]}"
     )
     return report
+
+
+def _embedding_dimension_problem(record: ConversationRecord, dimension: int) -> str | None:
+    for i, message in enumerate(record.messages):
+        if message.embedding is not None and len(message.embedding) != dimension:
+            return f"message {i}: embedding has {len(message.embedding)} dimensions; this database uses {dimension}"
+    return None
 
 
 def export(store: Store, handle: TextIO, *, user_id: str | None) -> int:
@@ -451,23 +642,24 @@ def export(store: Store, handle: TextIO, *, user_id: str | None) -> int:
     return count
 
 
-def open_store() -> tuple[Store, Any]:
-    """The database exactly as the service picks it, as the least-privilege role."""
-    from psycopg_pool import ConnectionPool
+# One import batch or export page may run this long (a batch of large conversations).
+IO_STATEMENT_TIMEOUT_MS = 300_000
 
+
+def open_store() -> tuple[Store, Any]:
+    """The database exactly as the service opens it (conversations.database.open_pool: the
+    embedded fallback, rotation, dead connections), as the least-privilege role, with a
+    statement timeout sized for bulk work."""
+    from conversations.database import open_pool
     from conversations.settings import Settings
 
     os.environ.setdefault("LOCAL_DATA_DIR", str(ROOT / ".local"))
     settings = Settings.from_env()
-    conninfo = settings.database_url
-    if conninfo is None:
-        from conversations.embedded import start_embedded
-
-        conninfo = start_embedded(
-            settings.local_data_dir, embedding_dimension=settings.embedding_dimension
-        ).app_conninfo
-    pool = ConnectionPool(conninfo, min_size=1, max_size=2, open=True, timeout=30, name="conversations-io")
-    return Store(pool, embedding_dimension=settings.embedding_dimension, timeout=30), pool
+    database = open_pool(
+        settings, name="conversations-io", min_size=1, max_size=2, statement_timeout_ms=IO_STATEMENT_TIMEOUT_MS
+    )
+    store = Store(database.pool, embedding_dimension=settings.embedding_dimension, timeout=30)
+    return store, database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "import" and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-    store, pool = open_store()
+    store, database = open_store()
     try:
         if args.command == "export":
             if args.file == "-":
@@ -509,11 +701,13 @@ def main(argv: list[str] | None = None) -> int:
             store, f"{args.kind} {args.source}", records, batch_size=args.batch_size, strict=args.strict
         )
         print(report.render())
-        if report.stopped_early or not report.verified:
+        if report.source_error:
+            print(f"error: {report.source_error}", file=sys.stderr)
+        if report.stopped_early or report.source_error or not report.verified:
             return 1
         return 2 if report.skipped else 0
     finally:
-        pool.close()
+        database.close()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
@@ -108,6 +109,8 @@ class ConversationRecord:
     settings: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     messages: list[NewMessage] = field(default_factory=list)
+    origin: str | None = None
+    """Where an imported record came from (file and line, table and key), for reports."""
 
 
 @dataclass
@@ -250,9 +253,21 @@ def _conversation_id(value: str) -> str:
     return value
 
 
+# pgvector stores single-precision floats.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def embedding_problem(values: Sequence[float]) -> str | None:
+    """Why pgvector cannot store these values, or None when it can."""
+    if not all(math.isfinite(v) and -FLOAT32_MAX <= v <= FLOAT32_MAX for v in values):
+        return "embedding values must be finite numbers within the single-precision range (about ±3.4e38)"
+    return None
+
+
 def _finite(values: list[float]) -> list[float]:
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError("embedding values must be finite numbers")
+    reason = embedding_problem(values)
+    if reason is not None:
+        raise ValueError(reason)
     return values
 
 

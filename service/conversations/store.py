@@ -26,6 +26,7 @@ from .models import (
     Page,
     SearchHit,
     SimilarHit,
+    embedding_problem,
     title_from,
 )
 
@@ -756,8 +757,9 @@ class Store:
             raise InvalidInput(
                 f"embedding has {len(embedding)} dimensions; this deployment uses {self.embedding_dimension}"
             )
-        if any(value != value or value in (float("inf"), float("-inf")) for value in embedding):
-            raise InvalidInput("embedding values must be finite numbers")
+        reason = embedding_problem(embedding)
+        if reason is not None:
+            raise InvalidInput(reason)
 
 
 def _vector_literal(embedding: Sequence[float] | None) -> str | None:

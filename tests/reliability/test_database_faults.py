@@ -165,3 +165,120 @@ def test_idempotency_key_replays_and_refuses_reuse(fault_db):
         assert replay[0] == 201 and replay[2].get("Idempotency-Replayed") == "true"
     with psycopg.connect(fault_db.admin) as conn:
         assert conn.execute("SELECT count(*) FROM messages WHERE conversation_id = 'idem'").fetchone()[0] == 1
+
+
+def test_once_the_database_is_known_unreachable_requests_fail_within_a_second(own_pg, fault_db):
+    """The pool timeout stays 5 s (a busy pool is worth waiting for); an unreachable database
+    is not: once a connection attempt has failed, every request answers 503 at once."""
+    with serve(make_settings(fault_db.app, pool_timeout=5.0, pool_min_size=2)) as url:
+        assert call("POST", f"{url}/conversations", {"conversation_id": "ff"})[0] == 201
+        own_pg.stop("fast")
+        try:
+            timings = []
+            for i in range(6):
+                started = time.monotonic()
+                path, body = (
+                    ("/conversations/ff/messages", {"role": "user", "content": f"down {i}"})
+                    if i % 2
+                    else ("/conversations/ff", None)
+                )
+                status, answer, headers = call("POST" if body else "GET", f"{url}{path}", body)
+                timings.append(time.monotonic() - started)
+                assert status == 503 and answer["error"] == "database_unavailable" and headers["Retry-After"] == "5"
+            assert max(timings) < 1.0, [round(t, 2) for t in timings]
+            started = time.monotonic()
+            assert call("GET", f"{url}/health")[0] == 503
+            assert time.monotonic() - started < 1.0
+        finally:
+            own_pg.start()
+        started = time.monotonic()
+        while call("POST", f"{url}/conversations/ff/messages", {"role": "user", "content": "back"})[0] != 201:
+            assert time.monotonic() - started < 10, "the service did not recover"
+            time.sleep(0.1)
+    with psycopg.connect(fault_db.admin) as conn:
+        # Nothing acknowledged is lost, nothing refused was written.
+        assert conn.execute("SELECT content FROM messages WHERE conversation_id = 'ff'").fetchall() == [("back",)]
+
+
+def _stored_response_bytes(db, key: str) -> int:
+    with psycopg.connect(db.admin) as conn:
+        return conn.execute(
+            "SELECT octet_length(response::text) FROM idempotency_keys WHERE key = %s", (key,)
+        ).fetchone()[0]
+
+
+def test_an_idempotency_key_past_its_expiry_is_not_a_replay(fault_db):
+    with serve(make_settings(fault_db.app)) as url:
+        call("POST", f"{url}/conversations", {"conversation_id": "exp"})
+        message = {"role": "user", "content": "again tomorrow"}
+        first = call("POST", f"{url}/conversations/exp/messages", message, {"Idempotency-Key": "daily"})
+        with psycopg.connect(fault_db.admin) as conn:
+            conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'daily'")
+        later = call("POST", f"{url}/conversations/exp/messages", message, {"Idempotency-Key": "daily"})
+        assert first[0] == later[0] == 201
+        assert "Idempotency-Replayed" not in later[2] and later[1]["seq"] == first[1]["seq"] + 1
+        # And the key now guards the new request.
+        replay = call("POST", f"{url}/conversations/exp/messages", message, {"Idempotency-Key": "daily"})
+        assert replay[2].get("Idempotency-Replayed") == "true" and replay[1] == later[1]
+
+
+def test_expired_idempotency_keys_are_removed_outside_the_request_path(fault_db, monkeypatch):
+    from conversations import api
+
+    def keys() -> set[str]:
+        with psycopg.connect(fault_db.admin) as conn:
+            return {k for (k,) in conn.execute("SELECT key FROM idempotency_keys WHERE scope = 'hk'")}
+
+    with psycopg.connect(fault_db.admin) as conn:
+        conn.execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at)"
+            " SELECT 'hk', 'old-' || i, 'f', now() - interval '2 days' FROM generate_series(1, 2500) i"
+        )
+        conn.execute("INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ('hk', 'fresh', 'f')")
+    monkeypatch.setattr(api, "HOUSEKEEPING_INTERVAL_S", 0.2)
+    # The service is up and gets no request at all: its housekeeping thread removes them.
+    with serve(make_settings(fault_db.app)):
+        started = time.monotonic()
+        while keys() != {"fresh"}:
+            assert time.monotonic() - started < 10, f"{len(keys())} keys left"
+            time.sleep(0.1)
+
+
+def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_same(fault_db):
+    big = "z" * 200_000
+    with serve(make_settings(fault_db.app)) as url:
+        created = call(
+            "POST",
+            f"{url}/conversations",
+            {"conversation_id": "bigidem", "messages": [{"role": "user", "content": big}] * 3},
+            {"Idempotency-Key": "big-create"},
+        )
+        appended = call(
+            "POST",
+            f"{url}/conversations/bigidem/messages",
+            {"role": "tool", "content": big},
+            {"Idempotency-Key": "big-append"},
+        )
+        assert created[0] == appended[0] == 201
+        for key in ("big-create", "big-append"):
+            assert _stored_response_bytes(fault_db, key) < 1024, key
+        created_again = call(
+            "POST",
+            f"{url}/conversations",
+            {"conversation_id": "bigidem", "messages": [{"role": "user", "content": big}] * 3},
+            {"Idempotency-Key": "big-create"},
+        )
+        appended_again = call(
+            "POST",
+            f"{url}/conversations/bigidem/messages",
+            {"role": "tool", "content": big},
+            {"Idempotency-Key": "big-append"},
+        )
+    assert (
+        created_again[2].get("Idempotency-Replayed") == "true"
+        and appended_again[2].get("Idempotency-Replayed") == "true"
+    )
+    assert appended_again[1] == appended[1]
+    # The conversation as it is now (one message appended since), with the messages that request created.
+    assert created_again[1]["messages"] == created[1]["messages"]
+    assert created_again[1]["message_count"] == 4

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -319,3 +321,125 @@ def test_cli_refuses_a_file_that_is_not_the_format(clean_db, tmp_path):
         timeout=120,
     )
     assert run.returncode == 1 and "expected a JSON object keyed by conversation id" in run.stderr
+
+
+# ---------------------------------------------------------------- hostile and huge sources
+
+GOOD_MESSAGE = '{"role": "user", "content": "fine"}'
+T = '"created_at": "2024-01-01T00:00:00Z"'
+
+
+def _conversation(body: str) -> str:
+    return "{" + T + ', "messages": [' + body + "]}"
+
+
+BAD_SOURCES = {
+    "year-0": '{"created_at": "0000-01-01T00:00:00"}',
+    "epoch-huge": '{"created_at": 1e20}',
+    "epoch-nan": '{"created_at": NaN}',
+    "message-time-inf": _conversation('{"role": "user", "content": "x", "created_at": Infinity}'),
+    "metadata-nan": _conversation('{"role": "user", "content": "x", "metadata": {"score": NaN}}'),
+    "embedding-nan": _conversation('{"role": "user", "content": "x", "embedding": [NaN, 1, 1, 1, 1, 1, 1, 1]}'),
+    "embedding-wrong-dimension": _conversation('{"role": "user", "content": "x", "embedding": [1, 2, 3]}'),
+    "embedding-float32-overflow": _conversation(
+        '{"role": "user", "content": "x", "embedding": [1e39, 1, 1, 1, 1, 1, 1, 1]}'
+    ),
+    "surrogate-content": _conversation('{"role": "user", "content": "\\ud800"}'),
+    "surrogate-title": '{"title": "\\udfff", ' + T + "}",
+    "surrogate-metadata-key": _conversation('{"role": "user", "content": "x", "metadata": {"\\ud800": 1}}'),
+    "duplicate-key": _conversation('{"role": "user", "role": "assistant", "content": "x"}'),
+    "duplicate-top-key": '{"title": "a", "title": "b", ' + T + "}",
+    "..": "{" + T + "}",
+    "zero\u200bwidth": "{" + T + "}",
+}
+
+
+def test_every_kind_of_bad_json_record_is_skipped_and_reported_never_a_traceback(store, tmp_path):
+    good = '"good": ' + _conversation(GOOD_MESSAGE)
+    text = "{\n" + ",\n".join([good] + [f"{json.dumps(k)}: {v}" for k, v in BAD_SOURCES.items()]) + "\n}\n"
+    path = tmp_path / "hostile.json"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+
+    report = import_json(store, path, batch_size=100)
+
+    assert report.imported_conversations == 1 and report.verified
+    skipped = {
+        ast.literal_eval(re.search(r"conversation ('.*')(, message \d+)?$", bad.where).group(1)): bad.reason
+        for bad in report.skipped
+    }
+    assert set(skipped) == set(BAD_SOURCES), skipped
+    for where in (bad.where for bad in report.skipped):
+        assert "line " in where  # each with where it is in the file
+    assert "duplicate key 'role'" in skipped["duplicate-key"]
+    assert "out of range" in skipped["epoch-huge"] and "out of range" in skipped["epoch-nan"]
+    assert "dimensions" in skipped["embedding-wrong-dimension"]
+    assert "surrogate" in skipped["surrogate-content"]
+
+
+def test_a_syntax_error_stops_the_import_where_it_is_and_keeps_what_came_before(store, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"one": ' + _conversation(GOOD_MESSAGE) + ',\n"two": {"title": oops}}')
+    report = import_json(store, path)
+    assert report.imported_conversations == 1
+    assert report.source_error is not None and "line 2" in report.source_error
+    assert "stopped: " in report.render()
+
+
+def test_sqlite_messages_whose_session_id_is_null_are_reported_as_orphans(store, tmp_path):
+    path = tmp_path / "memory.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT, created_at TEXT, updated_at TEXT, metadata TEXT);"
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, session_id TEXT, role TEXT, content TEXT,"
+        " created_at TEXT, metadata TEXT);"
+        "INSERT INTO sessions VALUES ('s1', 't', '2024-01-01T00:00:00', NULL, NULL);"
+        "INSERT INTO messages VALUES (1, 's1', 'user', 'hi', '2024-01-01T00:00:01', NULL);"
+        "INSERT INTO messages VALUES (2, NULL, 'user', 'lost', '2024-01-01T00:00:02', NULL);"
+        "INSERT INTO messages VALUES (3, 'nope', 'user', 'lost too', '2024-01-01T00:00:03', NULL);"
+    )
+    db.commit()
+    db.close()
+    report = cio.run_import(store, "sqlite", cio.from_sqlite(path), batch_size=10, strict=False)
+    reasons = {bad.where: bad.reason for bad in report.skipped}
+    assert reasons == {
+        "memory.db: messages row id=2": "its session_id is NULL",
+        "memory.db: messages row id=3": "its session_id matches no session",
+    }
+    assert report.imported_messages == 1
+
+
+def test_a_json_export_is_read_as_a_stream_in_constant_memory(tmp_path):
+    """Reading a 120 MB file keeps memory near one conversation's size (json.load holds the
+    whole file several times over). Measured in a child process: its peak RSS (VmHWM, which
+    unlike ru_maxrss does not carry the parent's peak across fork and exec)."""
+    path = tmp_path / "big.json"
+    message = json.dumps({"role": "assistant", "content": "w" * 4000})
+    conversation = _conversation(",".join([message] * 100))  # ~400 KB each
+    with path.open("w") as handle:
+        handle.write("{")
+        for i in range(300):
+            handle.write(("," if i else "") + f'\n"c{i}": ' + conversation)
+        handle.write("}")
+    size_mb = path.stat().st_size / 1e6
+    assert size_mb > 100
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from scripts.conversations_io import from_json\n"
+        "n = sum(1 for r in from_json(Path(sys.argv[1])) if not isinstance(r, Exception))\n"
+        "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+        "print(n, int(hwm.split()[1]) // 1024)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300, check=True
+    )
+    count, peak_mb = (int(v) for v in run.stdout.split())
+    assert count == 300
+    assert peak_mb < 100, f"peak RSS {peak_mb} MB reading a {size_mb:.0f} MB file"
+
+
+def test_import_shows_progress_through_the_file(store, tmp_path, capsys):
+    path = legacy_json(tmp_path, LEGACY)
+    import_json(store, path)
+    err = capsys.readouterr().err
+    assert "100%" in err and "2 conversations" in err

@@ -187,7 +187,11 @@ def test_append_sets_title_from_first_user_message_only(client):
     cid = create(client)["conversation_id"]
     append(client, cid, role="system", content="You are helpful.")
     assert client.get(f"/conversations/{cid}").json()["title"] is None
-    append(client, cid, content="\n  How do I   rotate secrets in Secrets Manager without downtime? " + "x" * 100 + "\nmore")
+    append(
+        client,
+        cid,
+        content="\n  How do I   rotate secrets in Secrets Manager without downtime? " + "x" * 100 + "\nmore",
+    )
     append(client, cid, content="second question")
     title = client.get(f"/conversations/{cid}").json()["title"]
     # Its first non-blank line, spaces collapsed, cut to 80 characters.

@@ -204,3 +204,27 @@ def test_keyboard_only_and_narrow_screen(browser, live, store):
     toggle.click()
     expect(toggle).to_have_attribute("aria-expanded", "true")
     context.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "shown"),
+    [
+        (422, {"error": "search_timeout", "message": "the search took longer than 2000 ms and was stopped"}, "stopped"),
+        (503, {"error": "database_unavailable", "message": "the database is unavailable"}, "Search again"),
+    ],
+)
+def test_a_failed_search_says_why_and_is_not_retried(page: Page, live, status, body, shown):
+    page.goto(live)
+    enter_token(page)
+    searches = []
+
+    def answer(route):
+        searches.append(route.request.url)
+        route.fulfill(status=status, json=body, headers={"Retry-After": "1"})
+
+    page.route(re.compile(r"/search\?"), answer)
+    page.get_by_label("Search messages").fill("the")
+    page.get_by_label("Search messages").press("Enter")
+    expect(page.locator("#search-list li, [role=alert]").filter(has_text=shown).first).to_be_visible()
+    page.wait_for_timeout(2500)  # longer than Retry-After: a retry would have happened by now
+    assert len(searches) == 1

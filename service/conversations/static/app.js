@@ -66,7 +66,7 @@ function timeElement(iso, relativeText = true) {
 
 // ------------------------------------------------------------------ the API
 
-async function api(method, path, body, { retry = method === "GET" } = {}) {
+async function api(method, path, body, { retry = method === "GET", unavailable = null } = {}) {
   let delay = 2;
   for (;;) {
     let response;
@@ -93,7 +93,7 @@ async function api(method, path, body, { retry = method === "GET" } = {}) {
     if (response.status === 503) {
       const wait = Number(response.headers.get("Retry-After")) || delay;
       if (!retry) {
-        showBanner("The database is unavailable, so nothing was saved. Try again in a few seconds.");
+        showBanner(unavailable || "The database is unavailable, so nothing was saved. Try again in a few seconds.");
         throw new Unavailable("database unavailable");
       }
       showBanner(`The database is unavailable. Retrying in ${wait} s…`, "info");
@@ -406,7 +406,10 @@ $("search-form").addEventListener("submit", async (event) => {
   list.replaceChildren(el("li", { class: "muted", text: "Searching…" }));
   $("search-results").hidden = false;
   try {
-    const result = await api("GET", `/search?${new URLSearchParams({ q, limit: "20" })}`);
+    // A search is never retried by itself: a broad one stopped by its time limit would only
+    // be stopped again; the message says what to do instead.
+    const result = await api("GET", `/search?${new URLSearchParams({ q, limit: "20" })}`,
+      undefined, { retry: false, unavailable: "The database is unavailable. Search again in a few seconds." });
     list.replaceChildren(...result.items.map((hit) => {
       const button = el("button", { type: "button", "data-id": hit.conversation_id },
         snippetNode(hit.snippet),
@@ -418,6 +421,12 @@ $("search-form").addEventListener("submit", async (event) => {
     if (!result.items.length) list.replaceChildren(el("li", { class: "muted", text: "No messages match." }));
     announce(`${result.items.length} results`);
   } catch (error) {
+    if (error.status === 422) {
+      // search_timeout (too broad) or invalid_search ('-word' alone): say so where the results go.
+      list.replaceChildren(el("li", { class: "muted", text: error.message }));
+      announce(error.message);
+      return;
+    }
     list.replaceChildren();
     report(error);
   }
