@@ -80,6 +80,9 @@ class Conversation:
 
 
 RARE_TERMS = 50_000
+# The oldest conversations (the longest ones come first) also say "legacy": a common term that no
+# recent message holds, the hard case for a search that ranks the most recent matches.
+LEGACY_CONVERSATIONS = 204
 
 
 def text(rng: random.Random, size: int) -> str:
@@ -116,7 +119,10 @@ def dataset(shape: Shape, seed: int = 20261122) -> Iterator[Conversation]:
                 size = rng.randint(150, 250) if role == "user" else rng.randint(1200, 1800)
                 if role == "assistant" and big and length == 100 and m == 51:
                     size = big.pop()
-                conv.messages.append((role, text(rng, size), start + timedelta(seconds=m)))
+                content = text(rng, size)
+                if index < LEGACY_CONVERSATIONS:
+                    content = content[: max(size - 7, 1)] + " legacy"
+                conv.messages.append((role, content, start + timedelta(seconds=m)))
             index += 1
             yield conv
 
@@ -207,8 +213,17 @@ class Ours:
         return [(m.role, m.content) for m in self.store.get_conversation(cid, messages_limit=n).messages]
 
     def full(self, cid: str) -> list[tuple[str, str]]:
+        """The whole transcript as a client reads it: the conversation's first page, then
+        the messages route from its cursor (a page is bounded by rows and bytes)."""
         assert self.store
-        return [(m.role, m.content) for m in self.store.get_conversation(cid).messages]
+        conversation = self.store.get_conversation(cid)
+        out = [(m.role, m.content) for m in conversation.messages]
+        cursor = conversation.messages_after_cursor
+        while cursor is not None:
+            page = self.store.list_messages(cid, after=int(cursor), limit=1000)
+            out += [(m.role, m.content) for m in page.items]
+            cursor = page.next_cursor
+        return out
 
     def delete(self, cid: str) -> None:
         assert self.store

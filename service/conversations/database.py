@@ -85,6 +85,26 @@ class Reachability:
                 continue
 
 
+# The server answered, but cannot take connections now (SQLSTATE 57P03: starting up, shutting
+# down, recovering). libpq reports a failed connection as text only, without its SQLSTATE.
+_CANNOT_CONNECT_NOW = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
+
+
+def unreachable(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed connection attempt means the database cannot be reached: no answer at
+    all (refused, timed out, no such host: no FATAL from a server) or a server that cannot take
+    connections now. A refused login (during a rotation, say) or a full server is an answer
+    from a running database, and is not."""
+    text = str(exc)
+    return "FATAL:" not in text or any(reason in text for reason in _CANNOT_CONNECT_NOW)
+
+
 def reachability_class(
     base: type[psycopg.Connection[Any]], reachability: Reachability
 ) -> type[psycopg.Connection[Any]]:
@@ -95,8 +115,9 @@ def reachability_class(
         def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
             try:
                 conn = super().connect(conninfo, **kwargs)
-            except psycopg.OperationalError:
-                reachability.failed()
+            except psycopg.OperationalError as exc:
+                if unreachable(exc):
+                    reachability.failed()
                 raise
             reachability.succeeded()
             return conn

@@ -7,6 +7,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from devtools.serving import serve
 from tests.support.http import call
@@ -282,3 +283,18 @@ def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_sam
     # The conversation as it is now (one message appended since), with the messages that request created.
     assert created_again[1]["messages"] == created[1]["messages"]
     assert created_again[1]["message_count"] == 4
+
+
+def test_only_a_database_that_does_not_answer_counts_as_unreachable(fault_db):
+    """A refused login (a rotation in progress) must not make every request fail fast."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from conversations.database import unreachable
+
+    params = conninfo_to_dict(fault_db.app)
+    with pytest.raises(psycopg.OperationalError) as wrong_password:
+        psycopg.connect(make_conninfo(**{**params, "password": "not-it"}))
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(make_conninfo(**{**params, "port": "9"}))
+    assert not unreachable(wrong_password.value)
+    assert unreachable(refused.value)
