@@ -532,9 +532,14 @@ def render_table(results: dict[str, Any]) -> str:
                 f"{s['service_cpu_cores']} |"
             )
         lines.append(
-            f"\nSustainable at p99 <= {h['p99_budget_ms']:g} ms: **{h['sustainable_rps']} requests/s per "
-            f"core** (one service process); {h.get('stopped', '')}."
+            f"\nStep-up at p99 <= {h['p99_budget_ms']:g} ms, 15 s per step: {h['sustainable_rps']} requests/s"
+            f" (one service process); {h.get('stopped', '')}."
         )
+        if "confirmed" in h:
+            lines.append(
+                f"Confirmed by the soak: {h['confirmed']}: **{h['rps_per_core']} requests/s per core**,"
+                " the figure the autoscaling target cites."
+            )
     lines += ["", "| Target | Ratio | Met |", "| --- | ---: | :---: |"]
     for t in results["targets"]:
         lines.append(f"| {t['target']} | {t['ratio']} | {'yes' if t['met'] else '**no**'} |")

@@ -281,7 +281,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # with the messages that request created.
             created = db.get_conversation(ref["conversation_id"], user_id=user_id, messages_limit=None)
             created.messages = [m for m in created.messages if m.seq <= ref["messages"]]
-            created.messages_after_cursor = None
+            last = created.messages[-1].seq if created.messages else 0
+            created.messages_after_cursor = str(last) if last < ref["messages"] else None
             return ConversationOut.model_validate(created, from_attributes=True).model_dump(mode="json")
 
         def compact(payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from conversations import store as store_module
 from conversations.api import create_app
+from conversations.models import NewMessage
 from conversations.settings import MIB, Settings
 from tests.support.service import EMBEDDING_DIMENSION, TOKEN, MigratedDatabase, make_settings
 
@@ -293,7 +294,6 @@ def test_search_finds_the_most_recent_matches_by_every_path(store, clean_db, mon
     monkeypatch.setattr(store_module, "SEARCH_WINDOW", 40)
     monkeypatch.setattr(store_module, "SEARCH_CANDIDATES", 15)
     monkeypatch.setattr(store_module, "SCOPE_FIRST_MESSAGES", 10_000 if scope_first else 0)
-    from conversations.models import NewMessage
 
     for c in range(6):
         owner = "alice" if c % 2 == 0 else "bob"
@@ -404,3 +404,24 @@ def test_docs_load_nothing_from_a_cdn(api):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     for asset in ("/static/docs/swagger-ui-bundle.js", "/static/docs/swagger-ui.css", "/static/docs/docs.js"):
         assert api.get(asset).status_code == 200, asset
+
+
+def test_a_term_in_very_many_old_messages_is_ranked_from_the_first_matches_found_within_budget(
+    store, clean_db, monkeypatch
+):
+    """Putting every older match in recency order costs a row read per match; past its budget
+    the search ranks the first matches the index finds instead, and still answers."""
+    monkeypatch.setattr(store_module, "SEARCH_WINDOW", 100)
+    monkeypatch.setattr(store_module, "SEARCH_CANDIDATES", 50)
+    monkeypatch.setattr(store_module, "SEARCH_ORDERED_BUDGET_MS", 1)
+    store.create_conversation(conversation_id="old")
+    _bulk_messages(clean_db, "old", [f"ancient topic {i}" for i in range(40_000)])
+    store.append_messages("old", [NewMessage("user", f"recent chatter {i}") for i in range(200)])
+    with psycopg.connect(clean_db.admin) as conn:
+        conn.execute("ANALYZE messages")
+
+    hits = store.search("ancient", limit=100)
+
+    assert len(hits) == 50 and all(hit.snippet.count("<b>ancient</b>") == 1 for hit in hits)
+    # The first found in storage order: the oldest (ordered, they would be seqs 39,951-40,000).
+    assert max(hit.seq for hit in hits) <= 1000
