@@ -44,6 +44,8 @@ ASSET_SOURCES = [
     "!requirements.txt",
 ]
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
+# The schema Lambda's time limit (the custom resource waits a minute more).
+SCHEMA_TIMEOUT_MINUTES = 14
 
 
 def psycopg_requirement() -> str:
@@ -160,9 +162,10 @@ class SchemaMigrations(Construct):
                 exclude=ASSET_SOURCES,
             ),
             description="Applies the conversation service's SQL migrations (CloudFormation custom resource)",
-            # Well under the custom resource's own limit below, so a slow database ends in
-            # a reported failure, never a stack waiting for an hour.
-            timeout=cdk.Duration.minutes(5),
+            # Under the custom resource's own limit below, so a slow database ends in a
+            # reported failure, never a stack waiting for an hour; long enough for a migration
+            # that rewrites the messages table (0005: 233 s for ~950k messages on 2 cores).
+            timeout=cdk.Duration.minutes(SCHEMA_TIMEOUT_MINUTES),
             memory_size=256,
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
@@ -186,7 +189,7 @@ class SchemaMigrations(Construct):
             "Resource",
             service_token=provider.service_token,
             resource_type="Custom::ConversationSchema",
-            service_timeout=cdk.Duration.minutes(10),
+            service_timeout=cdk.Duration.minutes(SCHEMA_TIMEOUT_MINUTES + 1),
             properties={
                 "MasterSecretArn": master_secret.secret_arn,
                 "AppSecretArn": app_secret.secret_arn,

@@ -45,7 +45,7 @@ SEARCH_CANDIDATES = 500
 SEARCH_WINDOW = 20_000
 # How long the older matches may take to be put in recency order before the search ranks the
 # first ones the index finds instead.
-SEARCH_ORDERED_BUDGET_MS = 100
+SEARCH_ORDERED_BUDGET_MS = 50
 # A caller with at most this many messages has its own messages searched directly.
 SCOPE_FIRST_MESSAGES = 100_000
 # Snippets are cut from the first this many characters of a hit.
@@ -546,11 +546,18 @@ class Store:
                 ).fetchall()
                 conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(self.search_timeout_ms),))
         except psycopg.errors.QueryCanceled:
+            # Through the index's bitmap only: matching pages in storage order, stopping at the
+            # limit. (A sequential scan could start mid-table, where a synchronized scan left
+            # off, and read most of it before its first match.)
+            conn.execute(
+                "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_indexscan', 'off', true)"
+            )
             older = conn.execute(
                 f"SELECT m.id FROM messages m{owned} WHERE {term} AND m.id < %(boundary)s LIMIT %(n)s",
                 params,
                 prepare=False,
             ).fetchall()
+            conn.execute("SELECT set_config('enable_seqscan', 'on', true), set_config('enable_indexscan', 'on', true)")
         return ids + [r[0] for r in older]
 
     def similar(

@@ -9,9 +9,9 @@
 -- (a tsvector is capped at 1 MB). STORED is explicit: PostgreSQL 18's default for a generated
 -- column is VIRTUAL, which cannot be indexed.
 --
--- Adding the column rewrites the messages table under an exclusive lock: on a large table
--- the deploy that applies this migration blocks writes and reads of messages while it runs
--- (about a minute per million messages of chat-sized text).
+-- Adding the column rewrites the messages table and rebuilds its indexes under an exclusive
+-- lock: the deploy that applies this migration blocks reads and writes of messages while it
+-- runs (measured: 233 s for ~950,000 messages with 100,000 embeddings, on 2 cores).
 ALTER TABLE messages
     ADD COLUMN search tsvector
     GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, left(content, 100000))) STORED;
