@@ -248,33 +248,29 @@ def test_expired_idempotency_keys_are_removed_outside_the_request_path(fault_db,
 def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_same(fault_db):
     big = "z" * 200_000
     with serve(make_settings(fault_db.app)) as url:
-        created = call(
-            "POST",
-            f"{url}/conversations",
-            {"conversation_id": "bigidem", "messages": [{"role": "user", "content": big}] * 3},
-            {"Idempotency-Key": "big-create"},
-        )
-        appended = call(
-            "POST",
-            f"{url}/conversations/bigidem/messages",
-            {"role": "tool", "content": big},
-            {"Idempotency-Key": "big-append"},
-        )
+
+        def create():
+            return call(
+                "POST",
+                f"{url}/conversations",
+                {"conversation_id": "bigidem", "messages": [{"role": "user", "content": big}] * 3},
+                {"Idempotency-Key": "big-create"},
+            )
+
+        def append():
+            return call(
+                "POST",
+                f"{url}/conversations/bigidem/messages",
+                {"role": "tool", "content": big},
+                {"Idempotency-Key": "big-append"},
+            )
+
+        created, appended = create(), append()
         assert created[0] == appended[0] == 201
         for key in ("big-create", "big-append"):
             assert _stored_response_bytes(fault_db, key) < 1024, key
-        created_again = call(
-            "POST",
-            f"{url}/conversations",
-            {"conversation_id": "bigidem", "messages": [{"role": "user", "content": big}] * 3},
-            {"Idempotency-Key": "big-create"},
-        )
-        appended_again = call(
-            "POST",
-            f"{url}/conversations/bigidem/messages",
-            {"role": "tool", "content": big},
-            {"Idempotency-Key": "big-append"},
-        )
+        # The same requests again: replays.
+        created_again, appended_again = create(), append()
     assert (
         created_again[2].get("Idempotency-Replayed") == "true"
         and appended_again[2].get("Idempotency-Replayed") == "true"
