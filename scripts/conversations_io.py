@@ -41,7 +41,7 @@ from conversations.models import (
     unstorable_json,
     unstorable_text,
 )
-from conversations.store import Store
+from conversations.store import InvalidInput, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 # The JSON reader's buffer: records larger than this are read by growing it.
@@ -577,7 +577,7 @@ def run_import(
                 if bad(BadRecord(where, "appears twice in the source; the first was kept")):
                     break
                 continue
-            problem = _embedding_dimension_problem(item, store.embedding_dimension)
+            problem = _embedding_problem(store, item)
             if problem is not None:
                 if bad(BadRecord(where, problem)):
                     break
@@ -603,10 +603,13 @@ def run_import(
     return report
 
 
-def _embedding_dimension_problem(record: ConversationRecord, dimension: int) -> str | None:
+def _embedding_problem(store: Store, record: ConversationRecord) -> str | None:
+    """The store's own embedding rule, reported with the message it concerns."""
     for i, message in enumerate(record.messages):
-        if message.embedding is not None and len(message.embedding) != dimension:
-            return f"message {i}: embedding has {len(message.embedding)} dimensions; this database uses {dimension}"
+        try:
+            store.check_embeddings([message])
+        except InvalidInput as exc:
+            return f"message {i}: {exc}"
     return None
 
 

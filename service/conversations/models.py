@@ -174,7 +174,7 @@ def unstorable_text(value: str) -> str | None:
     return "text must not contain lone surrogates (U+D800-U+DFFF): it has no UTF-8 encoding"
 
 
-def _no_nul(value: str) -> str:
+def _storable_text(value: str) -> str:
     reason = unstorable_text(value)
     if reason is not None:
         raise ValueError(reason)
@@ -271,11 +271,11 @@ def _finite(values: list[float]) -> list[float]:
     return values
 
 
-Content = Annotated[str, Field(max_length=MAX_CONTENT_CHARS), AfterValidator(_no_nul)]
+Content = Annotated[str, Field(max_length=MAX_CONTENT_CHARS), AfterValidator(_storable_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 ConversationId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_conversation_id)]
 Embedding = Annotated[list[float], AfterValidator(_finite)]
-Title = Annotated[str, Field(max_length=MAX_TITLE_CHARS), AfterValidator(_no_nul)]
+Title = Annotated[str, Field(max_length=MAX_TITLE_CHARS), AfterValidator(_storable_text)]
 
 
 class _Strict(BaseModel):

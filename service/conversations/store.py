@@ -159,7 +159,7 @@ class Store:
         conn: psycopg.Connection | None = None,
     ) -> Conversation:
         conversation_id = conversation_id or str(uuid.uuid4())
-        self._check_embeddings(messages)
+        self.check_embeddings(messages)
         if title is None:
             title = next((title_from(m.content) for m in messages if m.role == "user"), None)
         with self._conn(conn) as conn, conn.transaction():
@@ -348,7 +348,7 @@ class Store:
     ) -> list[Message]:
         if not messages:
             raise InvalidInput("no messages to append")
-        self._check_embeddings(messages)
+        self.check_embeddings(messages)
         with self._conn(conn) as conn:
             # One statement: atomic on its own.
             return self._append(conn, conversation_id, user_id, messages)
@@ -669,7 +669,7 @@ class Store:
         """Insert whole conversations with their own timestamps, in one transaction; a
         conversation whose id already exists is left alone. Returns the ids inserted."""
         for record in records:
-            self._check_embeddings(record.messages)
+            self.check_embeddings(record.messages)
         with self._conn() as conn, conn.transaction():
             inserted: list[str] = []
             with conn.cursor() as cur:
@@ -771,7 +771,9 @@ class Store:
 
     # ------------------------------------------------------------ helpers
 
-    def _check_embeddings(self, messages: Sequence[NewMessage]) -> None:
+    def check_embeddings(self, messages: Sequence[NewMessage]) -> None:
+        """InvalidInput for the first embedding this database cannot store (wrong dimension,
+        values not finite single-precision numbers); the importer reports it per record."""
         for message in messages:
             if message.embedding is not None:
                 self._check_embedding(message.embedding)
