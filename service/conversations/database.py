@@ -4,15 +4,20 @@ connections swept, and a fast answer while the database is unreachable."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import select
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from .credentials import SecretCredentials, rotating_connection_class
@@ -126,16 +131,23 @@ def reachability_class(
 
 
 class SweepingCheck:
-    """The pool's check on lending a connection. After a restart or failover every pooled
-    connection is dead, not just the one being lent; the pool would find them one by one,
-    backing off a second or more after each. Sweeping the rest on the first failure makes
-    the retry get a fresh connection instead."""
+    """The pool's check on lending a connection, without a round trip for a healthy one.
+
+    An idle connection has nothing to read: a server that ended it (a restart, a failover,
+    pg_terminate_backend) sent its FATAL message or closed the socket, and either makes the
+    socket readable. So a connection whose socket has nothing to read is lent at once, and one
+    with something to read is checked with a round trip (a stray notice passes, a dead
+    connection fails). After a restart every pooled connection is dead, not just the one being
+    lent; the pool would find them one by one, backing off a second or more after each.
+    Sweeping the rest on the first failure makes the retry get a fresh connection instead."""
 
     def __init__(self) -> None:
         self.pool: ConnectionPool | None = None
         self._busy = threading.Lock()
 
     def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        if not conn.closed and not _readable(conn):
+            return
         try:
             ConnectionPool.check_connection(conn)
         except Exception:
@@ -145,6 +157,35 @@ class SweepingCheck:
                 finally:
                     self._busy.release()
             raise
+
+
+def _readable(conn: psycopg.Connection[Any]) -> bool:
+    try:
+        ready, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True  # no usable socket: let the full check fail it
+    return bool(ready)
+
+
+# A run of this many digits may be an integer past 64 bits, which orjson would read as a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def json_loads(data: str | bytes) -> Any:
+    """jsonb values as the standard library reads them, faster: orjson, except where orjson
+    would read them differently (an integer past 64 bits, a number past a double's range, a
+    lone surrogate escape: the standard library's answer then)."""
+    if isinstance(data, bytes) and _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
+def configure_connection(conn: psycopg.Connection[Any]) -> None:
+    """Every pooled connection: jsonb read with ``json_loads``."""
+    set_json_loads(json_loads, conn)
 
 
 @dataclass
@@ -207,6 +248,7 @@ def open_pool(
         # A connection killed server-side (restart, failover, pg_terminate_backend) is
         # found and replaced when lent, instead of failing the request that gets it.
         check=sweep,
+        configure=configure_connection,
         reconnect_timeout=RECONNECT_GIVE_UP_S,
         open=False,
         name=name,

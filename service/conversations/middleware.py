@@ -9,15 +9,16 @@ answer 413 by their declared length or by counting).
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
+import os
 import time
-import uuid
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs
+from .errors import error
 
 log = logging.getLogger("conversations.api")
 
@@ -27,10 +28,6 @@ PUBLIC_PREFIXES = ("/static/",)
 # Probes the load balancer and ECS depend on: never turned away by admission.
 PROBE_PATHS = frozenset({"/health", "/health/live"})
 OVERLOAD_RETRY_AFTER_SECONDS = "1"
-
-
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
 def token_ok(authorization: str | None, expected: str) -> bool:
@@ -50,9 +47,21 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+USER_ID_HEADER = "X-User-Id"
+MAX_USER_ID_CHARS = 255
+INVALID_USER_ID_MESSAGE = f"{USER_ID_HEADER} must be 1-{MAX_USER_ID_CHARS} printable characters"
+
+
+def valid_header_value(value: str, max_chars: int = 255) -> bool:
+    """1 to ``max_chars`` printable characters (an id the service stores or logs)."""
+    return 0 < len(value) <= max_chars and value.isprintable()
+
+
 class TokenMiddleware:
-    """Refuses a request for any non-public path without the token, before the body is read:
-    a caller without the token costs a header comparison, never a parse."""
+    """Who is calling, before the body is read. For any non-public path: the token (a caller
+    without it costs a header comparison, never a parse), then the caller's scope, the
+    ``X-User-Id`` header (400 if it is not 1-255 printable characters), which the routes read
+    from ``scope["state"]["user_id"]`` (None: every conversation)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -67,6 +76,12 @@ class TokenMiddleware:
             refused = error(401, "unauthorized", UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": "Bearer"})
             await refused(scope, receive, send)
             return
+        raw = _header(scope, b"x-user-id")
+        user_id = None if raw is None else raw.decode("latin-1")
+        if user_id is not None and not valid_header_value(user_id, MAX_USER_ID_CHARS):
+            await error(400, "bad_request", INVALID_USER_ID_MESSAGE)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["user_id"] = user_id
         await self.app(scope, receive, send)
 
 
@@ -168,13 +183,20 @@ class RequestLogMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Request ids: 64 random bits per process, then a counter (32 hex digits, as a UUID's
+        # hex): unique across tasks without a call to the random source per request.
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = (_header(scope, b"x-request-id") or b"").decode("latin-1")
-        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else self._next_id()
         token = logs.request_id.set(rid)
         started = time.perf_counter()
         status = 500

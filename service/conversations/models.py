@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -404,3 +405,20 @@ class HealthOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     message: str
+
+
+# ---------------------------------------------------------------- response bodies
+
+
+def dump_json(value: Any, model: type[BaseModel]) -> bytes:
+    """The JSON body of a response: ``value`` (a store row, a page of them, or a dict of them)
+    as ``model`` would serialize it, without building the model.
+
+    The store's rows are dataclasses whose fields are the response models' fields in the same
+    order, so orjson writes them directly (tests/service/test_rendering.py holds the two
+    outputs equal). What orjson cannot write (an integer past 64 bits in metadata, say) goes
+    through the model, as before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:
+        return model.model_validate(value, from_attributes=True).model_dump_json().encode()

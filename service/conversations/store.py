@@ -7,8 +7,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
@@ -55,8 +57,20 @@ _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.role, m.content, m.metadata, m.created_at,"
     " m.embedding IS NOT NULL AS has_embedding"
 )
-_MESSAGE_FIELDS = ("id", "conversation_id", "seq", "role", "content", "metadata", "created_at", "has_embedding")
+# _MESSAGE_COLUMNS are Message's fields, in its order.
+_MESSAGE_FIELDS = len(fields(Message))
 _SUMMARY_COLUMNS = "c.conversation_id, c.user_id, c.title, c.created_at, c.updated_at, c.message_count"
+# A conversation's own columns: Conversation's first fields, in its order.
+_HEAD_COLUMNS = (
+    "conversation_id",
+    "user_id",
+    "title",
+    "created_at",
+    "updated_at",
+    "message_count",
+    "settings",
+    "metadata",
+)
 # A caller with a user id sees only its own conversations; without one, every conversation.
 _OWNED = "(%(user_id)s::text IS NULL OR c.user_id = %(user_id)s)"
 # How many index tuples an iterative similarity scan may visit to fill a scoped result
@@ -93,7 +107,18 @@ class IdempotencyKeyReused(StoreError):
     """An Idempotency-Key seen before with a different request."""
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """A POST's Idempotency-Key: whose it is (``scope``), the key, and a fingerprint of the
+    request it came with (the same key with another request is refused)."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+
 IDEMPOTENCY_TTL = "24 hours"
+CREATED = 201
 # A stored response larger than this is kept as a reference to what was written.
 MAX_STORED_RESPONSE_BYTES = 64 * 1024
 REPLAY_REF = "$replay"
@@ -156,23 +181,69 @@ class Store:
         settings: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         messages: Sequence[NewMessage] = (),
-        conn: psycopg.Connection | None = None,
     ) -> Conversation:
-        conversation_id = conversation_id or str(uuid.uuid4())
+        fields = self._new_conversation(conversation_id, title, messages)
+        with self._conn() as conn, conn.transaction():
+            return self._create(conn, user_id, settings, metadata, messages, *fields)
+
+    def create_conversation_once(
+        self,
+        idempotency: Idempotency,
+        render: Callable[[Conversation], bytes],
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        title: str | None = None,
+        settings: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        messages: Sequence[NewMessage] = (),
+    ) -> tuple[bytes, bool]:
+        """create_conversation at most once per Idempotency-Key (see ``_once``): the response
+        body ``render`` makes of the new conversation, and whether it is a replay."""
+        fields = self._new_conversation(conversation_id, title, messages)
+
+        def write(conn: psycopg.Connection) -> tuple[bytes, dict[str, Any]]:
+            created = self._create(conn, user_id, settings, metadata, messages, *fields)
+            return render(created), {"conversation_id": created.conversation_id, "messages": len(created.messages)}
+
+        def expand(ref: dict[str, Any]) -> bytes:
+            # The conversation as it is now, with the messages that request created.
+            created = self.get_conversation(ref["conversation_id"], user_id=user_id)
+            created.messages = [m for m in created.messages if m.seq <= ref["messages"]]
+            last = created.messages[-1].seq if created.messages else 0
+            created.messages_after_cursor = str(last) if last < ref["messages"] else None
+            return render(created)
+
+        return self._once(idempotency, write, expand)
+
+    def _new_conversation(
+        self, conversation_id: str | None, title: str | None, messages: Sequence[NewMessage]
+    ) -> tuple[str, str | None]:
         self.check_embeddings(messages)
         if title is None:
             title = next((title_from(m.content) for m in messages if m.role == "user"), None)
-        with self._conn(conn) as conn, conn.transaction():
-            row = conn.execute(
-                "INSERT INTO conversations (conversation_id, user_id, title, settings, metadata)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (conversation_id) DO NOTHING RETURNING 1",
-                (conversation_id, user_id, title, Jsonb(settings or {}), Jsonb(metadata or {})),
-            ).fetchone()
-            if row is None:
-                raise Conflict(f"conversation {conversation_id!r} already exists")
-            if messages:
-                self._append(conn, conversation_id, user_id, messages)
-            return self._get(conn, conversation_id, user_id, None)
+        return conversation_id or str(uuid.uuid4()), title
+
+    def _create(
+        self,
+        conn: psycopg.Connection,
+        user_id: str | None,
+        settings: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+        messages: Sequence[NewMessage],
+        conversation_id: str,
+        title: str | None,
+    ) -> Conversation:
+        row = conn.execute(
+            "INSERT INTO conversations (conversation_id, user_id, title, settings, metadata)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (conversation_id) DO NOTHING RETURNING 1",
+            (conversation_id, user_id, title, Jsonb(settings or {}), Jsonb(metadata or {})),
+        ).fetchone()
+        if row is None:
+            raise Conflict(f"conversation {conversation_id!r} already exists")
+        if messages:
+            self._append(conn, conversation_id, user_id, messages)
+        return self._get(conn, conversation_id, user_id, None)
 
     def get_conversation(
         self, conversation_id: str, *, user_id: str | None = None, messages_limit: int | None = None
@@ -186,33 +257,16 @@ class Store:
         """The conversation with a bounded page of its messages: the first ones, or with
         ``messages_limit`` the last that many; never more than MAX_PAGE_MESSAGES messages or
         (past the first) MAX_PAGE_BYTES. The cursors on the result continue from there."""
-        params = {"id": conversation_id, "user_id": user_id}
-        # Both reads in one snapshot (message_count and messages agree) and, pipelined, in
-        # one network round trip.
-        own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        head_cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            if own:
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            head_cur.execute(
-                f"SELECT {_SUMMARY_COLUMNS}, c.settings, c.metadata FROM conversations c"
-                f" WHERE c.conversation_id = %(id)s AND {_OWNED}",
-                params,
-            )
-            pending = self._start_page(
-                conn,
-                conversation_id,
-                user_id,
-                forward=messages_limit is None,
-                limit=MAX_PAGE_MESSAGES if messages_limit is None else messages_limit,
-            )
-            if own:
-                conn.execute("COMMIT")
-        head = head_cur.fetchone()
-        if head is None:
-            raise NotFound(f"conversation {conversation_id!r} not found")
-        messages, _ = pending()
-        conversation = Conversation(**head, messages=messages)
+        head, messages, _ = self._page(
+            conn,
+            conversation_id,
+            user_id,
+            _HEAD_COLUMNS,
+            forward=messages_limit is None,
+            limit=MAX_PAGE_MESSAGES if messages_limit is None else messages_limit,
+        )
+        conversation = Conversation(*head)
+        conversation.messages = messages
         if messages:
             if messages[0].seq > 1:
                 conversation.messages_before_cursor = str(messages[0].seq)
@@ -222,22 +276,26 @@ class Store:
             conversation.messages_before_cursor = str(conversation.message_count + 1)
         return conversation
 
-    def _start_page(
+    def _page(
         self,
         conn: psycopg.Connection,
         conversation_id: str,
         user_id: str | None,
+        head_columns: Sequence[str],
         *,
         forward: bool,
         limit: int,
         after: int = 0,
         before: int | None = None,
-    ) -> Callable[[], tuple[list[Message], bool]]:
-        """Send (inside a pipeline, or alone) the query for a page of messages in seq order
-        (forward: after ``after``; backward: the last ``limit`` before ``before``), bounded by
-        ``limit`` rows and MAX_PAGE_BYTES (a page holds at least one message, whatever its
-        size). Nothing is read unless the caller owns the conversation. Returns a function that
-        fetches the page, oldest first, and whether more messages lie beyond it."""
+    ) -> tuple[tuple[Any, ...], list[Message], bool]:
+        """The conversation's ``head_columns`` and a page of its messages in seq order (forward:
+        after ``after``; backward: the last ``limit`` before ``before``), oldest first, bounded
+        by ``limit`` rows and MAX_PAGE_BYTES (a page holds at least one message, whatever its
+        size), and whether more messages lie beyond it. NotFound unless the caller owns the
+        conversation, and then no message is read.
+
+        One statement, so one snapshot (the head's message_count and the page agree) and one
+        round trip: the head joined to the page, its columns filled on the first row only."""
         params = {
             "id": conversation_id,
             "user_id": user_id,
@@ -248,31 +306,34 @@ class Store:
         }
         order = "m.seq" if forward else "m.seq DESC"
         page = "m.seq > %(after)s" if forward else "m.seq < %(before)s"
-        cur = conn.cursor(row_factory=dict_row)
+        head = ", ".join(f"CASE WHEN coalesce(p.rn, 1) = 1 THEN h.{column} END" for column in head_columns)
         # The sizes come from the stored values' headers (octet_length does not read a
         # TOASTed text; pg_column_size is the stored, maybe compressed, size of the metadata):
-        # rows past the budget are never read from storage or sent.
-        cur.execute(
-            "SELECT * FROM (SELECT p.*, count(*) OVER () AS fetched FROM ("
+        # rows past the budget are never read from storage or sent. LATERAL: the page is read
+        # only for a conversation the head query found.
+        rows = conn.execute(
+            f"SELECT {head}, p.* FROM (SELECT {', '.join(head_columns)} FROM conversations c"
+            f"  WHERE c.conversation_id = %(id)s AND {_OWNED}) h"
+            " LEFT JOIN LATERAL (SELECT * FROM (SELECT q.*, count(*) OVER () AS fetched FROM ("
             f"  SELECT {_MESSAGE_COLUMNS}, octet_length(m.content) + pg_column_size(m.metadata) AS size,"
-            f"   sum(octet_length(m.content) + pg_column_size(m.metadata)) OVER (ORDER BY {order}) AS upto"
-            f"  FROM messages m WHERE m.conversation_id = %(id)s AND {page}"
-            "   AND EXISTS (SELECT 1 FROM conversations c"
-            f"              WHERE c.conversation_id = %(id)s AND {_OWNED})"
-            f"  ORDER BY {order} LIMIT %(limit)s) p) q"
-            " WHERE q.upto <= %(bytes)s OR q.upto = q.size",
+            f"   sum(octet_length(m.content) + pg_column_size(m.metadata)) OVER (ORDER BY {order}) AS upto,"
+            f"   row_number() OVER (ORDER BY {order}) AS rn"
+            f"  FROM messages m WHERE m.conversation_id = h.conversation_id AND {page}"
+            f"  ORDER BY {order} LIMIT %(limit)s) q) r"
+            " WHERE r.upto <= %(bytes)s OR r.upto = r.size) p ON true ORDER BY p.rn",
             params,
-        )
-
-        def fetch() -> tuple[list[Message], bool]:
-            rows = cur.fetchall()
-            more = bool(rows) and (rows[0]["fetched"] > len(rows) or len(rows) > limit)
-            messages = [Message(**{k: row[k] for k in _MESSAGE_FIELDS}) for row in rows[:limit]]
-            if not forward:
-                messages.reverse()
-            return messages, more
-
-        return fetch
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"conversation {conversation_id!r} not found")
+        n = len(head_columns)
+        # Each row: the head's columns, the message's, then size, upto, rn and fetched (all
+        # NULL when the page is empty).
+        found = [row for row in rows if row[n] is not None]
+        more = bool(found) and (found[0][-1] > len(found) or len(found) > limit)
+        messages = [Message(*row[n : n + _MESSAGE_FIELDS]) for row in found[:limit]]
+        if not forward:
+            messages.reverse()
+        return rows[0][:n], messages, more
 
     def list_conversations(
         self, *, user_id: str | None = None, limit: int = 20, cursor: ConversationCursor | None = None
@@ -339,19 +400,40 @@ class Store:
     # ------------------------------------------------------------ messages
 
     def append_messages(
+        self, conversation_id: str, messages: Sequence[NewMessage], *, user_id: str | None = None
+    ) -> list[Message]:
+        self._check_new_messages(messages)
+        with self._conn() as conn:
+            # One statement: atomic on its own.
+            return self._append(conn, conversation_id, user_id, messages)
+
+    def append_message_once(
         self,
+        idempotency: Idempotency,
+        render: Callable[[Message], bytes],
         conversation_id: str,
-        messages: Sequence[NewMessage],
+        message: NewMessage,
         *,
         user_id: str | None = None,
-        conn: psycopg.Connection | None = None,
-    ) -> list[Message]:
+    ) -> tuple[bytes, bool]:
+        """Append one message at most once per Idempotency-Key (see ``_once``): the response
+        body ``render`` makes of it, and whether it is a replay."""
+        self._check_new_messages([message])
+
+        def write(conn: psycopg.Connection) -> tuple[bytes, dict[str, Any]]:
+            (appended,) = self._append(conn, conversation_id, user_id, [message])
+            return render(appended), {"seq": appended.seq}
+
+        def expand(ref: dict[str, Any]) -> bytes:
+            page = self.list_messages(conversation_id, user_id=user_id, after=ref["seq"] - 1, limit=1)
+            return render(page.items[0])
+
+        return self._once(idempotency, write, expand)
+
+    def _check_new_messages(self, messages: Sequence[NewMessage]) -> None:
         if not messages:
             raise InvalidInput("no messages to append")
         self.check_embeddings(messages)
-        with self._conn(conn) as conn:
-            # One statement: atomic on its own.
-            return self._append(conn, conversation_id, user_id, messages)
 
     def _append(
         self, conn: psycopg.Connection, conversation_id: str, user_id: str | None, messages: Sequence[NewMessage]
@@ -423,18 +505,16 @@ class Store:
         (``next_cursor`` continues forward); with ``before``, the ones just before it
         (``next_cursor`` continues backward)."""
         with self._conn() as conn:
-            owner_cur = conn.cursor()
-            with conn.pipeline():
-                owner_cur.execute(
-                    f"SELECT 1 FROM conversations c WHERE c.conversation_id = %(id)s AND {_OWNED}",
-                    {"id": conversation_id, "user_id": user_id},
-                )
-                pending = self._start_page(
-                    conn, conversation_id, user_id, forward=before is None, limit=limit, after=after, before=before
-                )
-            if owner_cur.fetchone() is None:
-                raise NotFound(f"conversation {conversation_id!r} not found")
-            rows, more = pending()
+            _, rows, more = self._page(
+                conn,
+                conversation_id,
+                user_id,
+                ("conversation_id",),
+                forward=before is None,
+                limit=limit,
+                after=after,
+                before=before,
+            )
         next_cursor = None
         if more and rows:
             next_cursor = str(rows[-1].seq if before is None else rows[0].seq)
@@ -603,49 +683,49 @@ class Store:
 
     # ------------------------------------------------------------ idempotency
 
-    def idempotent(
+    def _once(
         self,
-        scope: str,
-        key: str,
-        fingerprint: str,
-        write: Callable[[psycopg.Connection], tuple[int, Any]],
-        compact: Callable[[Any], Any],
-    ) -> tuple[int, Any, bool]:
-        """Run ``write`` at most once per (scope, key) within IDEMPOTENCY_TTL: its status and
-        JSON body are stored in the same transaction, and a repeat returns them (third value
-        True) instead of writing again. A body larger than MAX_STORED_RESPONSE_BYTES is stored
-        as ``{REPLAY_REF: compact(body)}``, a reference the caller expands on a replay. Reusing
-        a key for a different request is an error; a key past its expiry starts afresh."""
-        with self._conn() as conn, conn.transaction():
-            # A key older than the TTL is taken over as if new (the row lock serialises a
-            # concurrent repeat, which then finds the new request's answer).
-            fresh = conn.execute(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES (%(scope)s, %(key)s, %(fp)s)"
-                " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
-                "  status = NULL, response = NULL, created_at = now()"
-                f" WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'"
-                " RETURNING 1",
-                {"scope": scope, "key": key, "fp": fingerprint},
-            ).fetchone()
-            if fresh is None:
+        idempotency: Idempotency,
+        write: Callable[[psycopg.Connection], tuple[bytes, dict[str, Any]]],
+        expand: Callable[[dict[str, Any]], bytes],
+    ) -> tuple[bytes, bool]:
+        """Run ``write`` at most once per (scope, key) within IDEMPOTENCY_TTL: the response body
+        it returns is stored in the same transaction, and a repeat gets that body back (second
+        value True) instead of writing again. A body larger than MAX_STORED_RESPONSE_BYTES is
+        stored as ``{REPLAY_REF: reference}`` (the reference ``write`` returns with it), which
+        ``expand`` turns back into a body on a replay. Reusing a key for a different request
+        is an error; a key past its expiry starts afresh."""
+        with self._conn() as conn:
+            with conn.transaction():
+                # A key older than the TTL is taken over as if new (the row lock serialises a
+                # concurrent repeat, which then finds the new request's answer).
+                fresh = conn.execute(
+                    "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES (%(scope)s, %(key)s, %(fp)s)"
+                    " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+                    "  status = NULL, response = NULL, created_at = now()"
+                    f" WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'"
+                    " RETURNING 1",
+                    {"scope": idempotency.scope, "key": idempotency.key, "fp": idempotency.fingerprint},
+                ).fetchone()
+                if fresh is not None:
+                    body, ref = write(conn)
+                    stored = body if len(body) <= MAX_STORED_RESPONSE_BYTES else orjson.dumps({REPLAY_REF: ref})
+                    conn.execute(
+                        "UPDATE idempotency_keys SET status = %s, response = %s::jsonb WHERE scope = %s AND key = %s",
+                        (CREATED, stored.decode(), idempotency.scope, idempotency.key),
+                    )
+                    return body, False
                 # The first request committed (a concurrent one waited on the key's lock).
                 row = conn.execute(
-                    "SELECT fingerprint, status, response FROM idempotency_keys WHERE scope = %s AND key = %s",
-                    (scope, key),
+                    f"SELECT fingerprint, response::text, response -> '{REPLAY_REF}'"
+                    " FROM idempotency_keys WHERE scope = %s AND key = %s",
+                    (idempotency.scope, idempotency.key),
                 ).fetchone()
-                assert row is not None
-                if row[0] != fingerprint:
-                    raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
-                return int(row[1]), row[2], True
-            status, body = write(conn)
-            encoded = json.dumps(body, separators=(",", ":"))
-            if len(encoded) > MAX_STORED_RESPONSE_BYTES:
-                encoded = json.dumps({REPLAY_REF: compact(body)}, separators=(",", ":"))
-            conn.execute(
-                "UPDATE idempotency_keys SET status = %s, response = %s::jsonb WHERE scope = %s AND key = %s",
-                (status, encoded, scope, key),
-            )
-            return status, body, False
+        assert row is not None
+        fingerprint, replay, ref = row
+        if fingerprint != idempotency.fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+        return (expand(ref) if ref is not None else replay.encode()), True
 
     def remove_expired_idempotency_keys(self, batch: int = 1000) -> int:
         """Delete keys past IDEMPOTENCY_TTL, ``batch`` rows per transaction (short locks);

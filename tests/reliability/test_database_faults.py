@@ -8,6 +8,9 @@ import time
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
+
+from conversations.database import SweepingCheck
 
 from devtools.serving import serve
 from tests.support.http import call
@@ -129,6 +132,64 @@ def test_pool_recovers_from_connections_killed_server_side(fault_db):
             for i in range(20)
         ]
         assert statuses == [201] * 20
+
+
+def test_a_request_waiting_past_the_pool_timeout_for_a_store_thread_answers_503_and_a_started_write_completes(
+    fault_db,
+):
+    """The store's threads are as many as pooled connections (one here). A request queued
+    behind a blocked one is withdrawn at the pool timeout with a 503; the blocked write, which
+    had started, is waited for and acknowledged."""
+    with serve(make_settings(fault_db.app, pool_min_size=1, pool_max_size=1, pool_timeout=1.0)) as url:
+        assert call("POST", f"{url}/conversations", {"conversation_id": "q"})[0] == 201
+        with psycopg.connect(fault_db.admin) as admin:
+            admin.execute("SELECT 1 FROM conversations WHERE conversation_id = 'q' FOR UPDATE")
+            results: dict[str, tuple[int, float]] = {}
+
+            def send(name: str, method: str, path: str, body: dict | None) -> None:
+                started = time.monotonic()
+                status = call(method, f"{url}{path}", body, timeout=30)[0]
+                results[name] = (status, time.monotonic() - started)
+
+            blocked = threading.Thread(
+                target=send, args=("append", "POST", "/conversations/q/messages", {"role": "user", "content": "x"})
+            )
+            blocked.start()
+            time.sleep(0.3)  # the append holds the only thread, waiting for the row lock
+            send("list", "GET", "/conversations", None)
+            time.sleep(1.0)
+            admin.rollback()  # the lock goes: the append completes
+            blocked.join(30)
+    status, waited = results["list"]
+    assert status == 503
+    assert 0.9 <= waited < 2.0, waited
+    assert results["append"][0] == 201
+
+
+def test_a_healthy_pooled_connection_is_lent_without_a_round_trip_and_a_killed_one_is_checked(fault_db):
+    """SweepingCheck: nothing to read on an idle connection's socket means it is lent as is; a
+    backend ended server-side leaves its FATAL message to read, and the full check fails it."""
+    checks = []
+    original = ConnectionPool.check_connection
+
+    def counting(conn):
+        checks.append(conn)
+        return original(conn)
+
+    sweep = SweepingCheck()
+    with (
+        psycopg.connect(fault_db.app, autocommit=True) as conn,
+        psycopg.connect(fault_db.admin, autocommit=True) as admin,
+    ):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ConnectionPool, "check_connection", staticmethod(counting))
+            sweep(conn)
+            assert checks == []
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            time.sleep(0.2)
+            with pytest.raises(psycopg.OperationalError):
+                sweep(conn)
+            assert checks == [conn]
 
 
 def test_idempotency_key_replays_and_refuses_reuse(fault_db):

@@ -23,7 +23,7 @@ def test_embedded_default_serves_migrates_and_keeps_data_across_restarts(tmp_pat
         # The service runs as the least-privilege role, not the superuser.
         with TestClient(create_app(settings), headers=headers) as client:
             assert client.get("/conversations/kept").status_code == 200
-            store = client.app.state.store
+            store = client.app.state.service.store
             with store.pool.connection() as conn:
                 assert conn.execute("SELECT current_user").fetchone()[0] == APP_ROLE
                 try:
