@@ -69,10 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             search_timeout_ms=settings.search_timeout_ms,
             reachability=database.reachability,
         )
-        # As many threads as pooled connections: each can hold one. More threads only contend
-        # for the GIL (measured: 40 threads served ~25% fewer requests per CPU-second than 10);
-        # a request queues for a thread instead, within the pool timeout (Service.run).
-        threads = ThreadPoolExecutor(settings.pool_max_size, thread_name_prefix="store")
+        # Few threads: each extra one waiting on the database costs GIL hand-offs (measured under
+        # wrk: 10 threads served ~20% fewer requests per CPU-second than 4, 40 threads ~40%
+        # fewer); a request queues for a thread instead, within the pool timeout (Service.run).
+        threads = ThreadPoolExecutor(settings.store_threads, thread_name_prefix="store")
         app.state.service = Service(settings, store, threads, expected_schema)
         housekeeping = _Housekeeping(store, HOUSEKEEPING_INTERVAL_S)
         housekeeping.thread.start()
@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Conversations and their messages in PostgreSQL with pgvector.",
         lifespan=lifespan,
+        # No OpenTelemetry here (the logs carry a request id): its per-request middleware is off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         docs_url=None,  # served by routes.docs from the service's own copy of Swagger UI
         redoc_url=None,
     )

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
@@ -218,9 +217,8 @@ def open_pool(
         ).app_conninfo
     base: type[psycopg.Connection[Any]] = psycopg.Connection
     if settings.db_secret_arn:
-        params = conninfo_to_dict(conninfo)
         credentials = SecretCredentials(
-            settings.db_secret_arn, str(params.get("user", "")), str(params.get("password", ""))
+            settings.db_secret_arn, settings.database_user or "", settings.database_password or ""
         )
         base = rotating_connection_class(credentials)
     reachability = Reachability()

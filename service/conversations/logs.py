@@ -4,10 +4,11 @@ status codes): never message content, passwords or tokens."""
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
+
+import orjson
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -22,7 +23,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -35,7 +36,13 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 in UTC to the millisecond: 2026-11-24T01:02:03.456+00:00."""
+    whole = int(created)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{int((created - whole) * 1000):03d}+00:00"
 
 
 def configure(level: str = "INFO") -> None:

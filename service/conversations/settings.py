@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .migrate import DEFAULT_EMBEDDING_DIMENSION, MAX_EMBEDDING_DIMENSION
 
@@ -27,9 +27,15 @@ class Settings:
     """libpq connection string, or None for the embedded local database."""
     api_token: str
     local_data_dir: Path
+    database_user: str | None = None
+    database_password: str | None = None
+    """The login in ``database_url``, kept apart so that credentials re-read after a rotation
+    replace them without parsing the connection string again."""
     pool_min_size: int = 1
     pool_max_size: int = 10
     pool_timeout: float = 5.0
+    store_threads: int = 4
+    """Threads the store's calls run on, each holding at most one pooled connection."""
     statement_timeout_ms: int = 15_000
     max_body_bytes: int = 16 * MIB
     max_concurrent_requests: int = 64
@@ -60,6 +66,7 @@ class Settings:
         env = os.environ if env is None else env
         database_url = _database_url(env)
         embedded = database_url is None
+        login = conninfo_to_dict(database_url) if database_url else {}
         token = env.get("API_TOKEN", "")
         if not token:
             if not embedded:
@@ -73,6 +80,12 @@ class Settings:
         pool_max = _int(env, "POOL_MAX_SIZE", 10, minimum=1)
         if pool_min > pool_max:
             raise SettingsError(f"POOL_MIN_SIZE ({pool_min}) is larger than POOL_MAX_SIZE ({pool_max})")
+        store_threads = _int(env, "STORE_THREADS", min(4, pool_max), minimum=1)
+        if store_threads > pool_max:
+            raise SettingsError(
+                f"STORE_THREADS ({store_threads}) is larger than POOL_MAX_SIZE ({pool_max}):"
+                " a thread past the pool's size would only wait for a connection"
+            )
         max_body = _int(env, "MAX_BODY_BYTES", 16 * MIB, minimum=1024)
         in_flight = _int(env, "MAX_BODY_BYTES_IN_FLIGHT", max(32 * MIB, max_body), minimum=1024)
         if in_flight < max_body:
@@ -82,11 +95,14 @@ class Settings:
             )
         return cls(
             database_url=database_url,
+            database_user=str(login["user"]) if login.get("user") else None,
+            database_password=str(login["password"]) if login.get("password") else None,
             api_token=token,
             local_data_dir=Path(env["LOCAL_DATA_DIR"]) if env.get("LOCAL_DATA_DIR") else default_local_data_dir(),
             pool_min_size=pool_min,
             pool_max_size=pool_max,
             pool_timeout=_float(env, "POOL_TIMEOUT_SECONDS", 5.0),
+            store_threads=store_threads,
             statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 15_000, minimum=0),
             max_body_bytes=max_body,
             max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 64, minimum=1),

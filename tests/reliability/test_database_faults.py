@@ -11,7 +11,6 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from conversations.database import SweepingCheck
-
 from devtools.serving import serve
 from tests.support.http import call
 from tests.support.service import make_settings
@@ -140,7 +139,7 @@ def test_a_request_waiting_past_the_pool_timeout_for_a_store_thread_answers_503_
     """The store's threads are as many as pooled connections (one here). A request queued
     behind a blocked one is withdrawn at the pool timeout with a 503; the blocked write, which
     had started, is waited for and acknowledged."""
-    with serve(make_settings(fault_db.app, pool_min_size=1, pool_max_size=1, pool_timeout=1.0)) as url:
+    with serve(make_settings(fault_db.app, pool_min_size=1, pool_max_size=1, store_threads=1, pool_timeout=1.0)) as url:
         assert call("POST", f"{url}/conversations", {"conversation_id": "q"})[0] == 201
         with psycopg.connect(fault_db.admin) as admin:
             admin.execute("SELECT 1 FROM conversations WHERE conversation_id = 'q' FOR UPDATE")

@@ -52,6 +52,8 @@ def test_database_url_wins():
         ({"EMBEDDING_DIMENSION": "4096"}, "between 1 and 2000"),
         ({"POOL_MIN_SIZE": "5", "POOL_MAX_SIZE": "2"}, "larger than POOL_MAX_SIZE"),
         ({"POOL_TIMEOUT_SECONDS": "-1"}, "must be positive"),
+        ({"STORE_THREADS": "12", "POOL_MAX_SIZE": "10"}, "STORE_THREADS \\(12\\) is larger than POOL_MAX_SIZE"),
+        ({"STORE_THREADS": "0"}, "STORE_THREADS must be at least 1"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_variable_named(env, message):
@@ -83,3 +85,19 @@ def test_the_embedded_default_lives_in_the_checkouts_local_dir_wherever_it_start
     monkeypatch.chdir(repo / "service")
     assert Settings.from_env({}).local_data_dir == default_local_data_dir() == repo / ".local"
     assert Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path)}).local_data_dir == tmp_path
+
+
+def test_store_threads_default_to_four_or_the_pool_size_if_smaller():
+    assert Settings.from_env({}).store_threads == 4
+    assert Settings.from_env({"POOL_MAX_SIZE": "2"}).store_threads == 2
+    assert Settings.from_env({"STORE_THREADS": "8"}).store_threads == 8
+
+
+def test_the_login_is_kept_apart_from_the_connection_string():
+    ecs = Settings.from_env(
+        {"DB_HOST": "h", "DB_NAME": "d", "DB_USER": "app", "DB_PASSWORD": "p w'x", "API_TOKEN": TOKEN}
+    )
+    assert (ecs.database_user, ecs.database_password) == ("app", "p w'x")
+    url = Settings.from_env({"DATABASE_URL": "postgresql://u:s%40cret@h/d", "API_TOKEN": TOKEN})
+    assert (url.database_user, url.database_password) == ("u", "s@cret")
+    assert Settings.from_env({}).database_user is None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from conversations.migrate import AppRoles, ensure_app_role, migrate
 from conversations.settings import Settings
@@ -54,8 +55,11 @@ def truncate(db: MigratedDatabase) -> None:
 
 
 def make_settings(conninfo: str, **overrides: object) -> Settings:
+    login = conninfo_to_dict(conninfo)
     values: dict[str, object] = dict(
         database_url=conninfo,
+        database_user=login.get("user"),
+        database_password=login.get("password"),
         api_token=TOKEN,
         local_data_dir=None,
         pool_min_size=1,
