@@ -8,6 +8,7 @@ CHECKOV_STAMP := .venv-checkov/.installed-$(shell sha1sum requirements-checkov.t
 NODE_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
 CDK := node_modules/.bin/cdk
 CHROMIUM := /usr/bin/chromium
+WRK := /usr/bin/wrk
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PORT ?= 8080
 PROFILE ?= dev
@@ -46,6 +47,10 @@ $(NODE_STAMP): package.json package-lock.json
 $(CHROMIUM): # the browser tests drive Debian's Chromium (Playwright's own download cannot run here)
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+$(WRK): # the HTTP benchmark's load generator (Debian's wrk)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk
 
 up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-resource handler, service, verification
 	PORT=$(PORT) $(PY) scripts/local_stack.py
@@ -90,11 +95,11 @@ destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database
 cost: $(STAMP) ## monthly cost of the dev and prod profiles from their templates (prices in scripts/prices.json)
 	$(PY) scripts/estimate_cost.py
 
-bench: $(STAMP) ## the full benchmark (about 10 minutes), then a 3-minute soak; updates bench/README.md
+bench: $(STAMP) $(WRK) ## the full benchmark (about 10 minutes), then a 3-minute soak; updates bench/README.md
 	$(PY) bench/run.py
 	$(PY) bench/soak.py
 
-bench-quick: $(STAMP) ## the same benchmark on a small data set (minutes)
+bench-quick: $(STAMP) $(WRK) ## the same benchmark on a small data set (minutes)
 	$(PY) bench/run.py --quick
 
 bench-import: $(STAMP) ## time a 10,000-message JSON import (median of 3)

@@ -5,8 +5,8 @@ few minutes. Passes when there are no errors, memory stays flat and p99 stays st
     python bench/soak.py [--minutes 3] [--rate N]
 
 The rate defaults to the highest rate the latest full benchmark run's step-up passed
-(bench/results). A step lasts 15 s; the soak decides: when it fails, it soaks again at the
-next lower passed rate, and the highest rate whose soak passes becomes the run's
+(bench/results). A step lasts 15 s; the soak decides: when it fails, it soaks again at a
+passed rate at least 15% lower (three tries at most), and the highest rate whose soak passes becomes the run's
 ``rps_per_core``, the figure stacks/config.py's autoscaling target cites. Writes
 bench/results/<date>-soak.json, updates the full run's file and both sections of
 bench/README.md; exits 1 when no rate passes (or the one given with --rate fails).
@@ -36,6 +36,8 @@ README = ROOT / "bench" / "README.md"
 WINDOW_S = 30
 MAX_RSS_GROWTH = 0.10  # after the first window (warm-up)
 P99_BUDGET_MS = 25.0
+MAX_ATTEMPTS = 3
+STEP_DOWN = 0.15
 
 
 def latest_run() -> Path | None:
@@ -51,7 +53,12 @@ def passed_rates(run: Path | None) -> list[int]:
     http = json.loads(run.read_text()).get("http", {})
     sustainable = int(http.get("sustainable_rps") or 0)
     rates = sorted({int(s["rate"]) for s in http.get("steps", []) if int(s["rate"]) <= sustainable}, reverse=True)
-    return rates or [100]
+    # The highest, then each at least STEP_DOWN below the one before: at most MAX_ATTEMPTS soaks.
+    candidates: list[int] = []
+    for rate in rates:
+        if not candidates or rate <= candidates[-1] * (1 - STEP_DOWN):
+            candidates.append(rate)
+    return candidates[:MAX_ATTEMPTS] or [100]
 
 
 def main() -> int:

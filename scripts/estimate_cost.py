@@ -193,6 +193,44 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
     return lines
 
 
+@dataclass
+class PerRequest:
+    """What traffic adds: per million requests, at the per-core figure the benchmark measured."""
+
+    rps_per_vcpu: int
+    task_vcpu: float
+    compute: float
+    load_balancer: float
+    fixed_capacity_millions: float
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.load_balancer
+
+
+def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]) -> PerRequest:
+    """Fargate time and load-balancer LCUs for a million requests, with each vCPU serving
+    stacks.config.HTTP_RPS_PER_CORE requests/s (the recorded benchmark run) and each request
+    moving ``kb_per_request`` KB through the load balancer (1 LCU-hour per GB processed); and
+    how many million requests a month the profile's fixed tasks serve at that rate."""
+    from stacks.config import HTTP_RPS_PER_CORE
+
+    (task,) = resources(templates, "AWS::ECS::TaskDefinition")
+    vcpu = int(task["Properties"]["Cpu"]) / 1024
+    gb = int(task["Properties"]["Memory"]) / 1024
+    task_hour = vcpu * prices["fargate_vcpu_hour"] + gb * prices["fargate_gb_hour"]
+    requests_per_task_hour = HTTP_RPS_PER_CORE * vcpu * 3600
+    processed_gb = 1e6 * prices["assumptions"]["kb_per_request"] / 1e6
+    tasks = sum(int(s["Properties"].get("DesiredCount", 1)) for s in resources(templates, "AWS::ECS::Service"))
+    return PerRequest(
+        rps_per_vcpu=HTTP_RPS_PER_CORE,
+        task_vcpu=vcpu,
+        compute=1e6 / requests_per_task_hour * task_hour,
+        load_balancer=processed_gb * prices["alb_lcu_hour"],
+        fixed_capacity_millions=tasks * requests_per_task_hour * prices["hours_per_month"] / 1e6,
+    )
+
+
 def synthesize(profile: str) -> list[dict[str, Any]]:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import aws_cdk as cdk
@@ -212,13 +250,21 @@ def synthesize(profile: str) -> list[dict[str, Any]]:
     return [stack.template for stack in app.synth().stacks]
 
 
-def render(profile: str, lines: list[Line], prices: dict[str, Any]) -> str:
+def render(profile: str, lines: list[Line], prices: dict[str, Any], traffic: PerRequest | None = None) -> str:
     width = max(len(line.item) for line in lines)
     qty = max(len(line.quantity) for line in lines)
     out = [f"{profile} profile, {prices['region']}, prices as of {prices['as_of']} (USD per month)"]
     for line in lines:
         out.append(f"  {line.item:<{width}}  {line.quantity:<{qty}}  {line.unit_price:>16}  {line.monthly:>9.2f}")
     out.append(f"  {'Total':<{width}}  {'':<{qty}}  {'':>16}  {sum(x.monthly for x in lines):>9.2f}")
+    if traffic is not None:
+        out.append(
+            f"  Per million requests: ${traffic.total:.3f} (Fargate ${traffic.compute:.3f} at"
+            f" {traffic.rps_per_vcpu} requests/s per vCPU, the benchmark's figure; load balancer"
+            f" ${traffic.load_balancer:.3f} for {prices['assumptions']['kb_per_request']:g} KB a request)."
+            f" The total above already serves up to {traffic.fixed_capacity_millions:,.0f} million"
+            " requests a month on its tasks; past that, autoscaling adds tasks at this rate."
+        )
     return "\n".join(out)
 
 
@@ -239,14 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prices = load_prices(overrides=args.assume)
     report: dict[str, Any] = {}
+    traffic: dict[str, PerRequest] = {}
     if args.cdk_out:
         templates = [json.loads(p.read_text()) for p in sorted(args.cdk_out.glob("*.template.json"))]
         if not templates:
             raise SystemExit(f"no *.template.json in {args.cdk_out}: run `make synth` first")
         report["templates"] = estimate(templates, prices)
+        traffic["templates"] = per_million_requests(templates, prices)
     else:
         for profile in args.profile or ["dev", "prod"]:
-            report[profile] = estimate(synthesize(profile), prices)
+            templates = synthesize(profile)
+            report[profile] = estimate(templates, prices)
+            traffic[profile] = per_million_requests(templates, prices)
     if args.json:
         print(
             json.dumps(
@@ -254,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
                     "prices_as_of": prices["as_of"],
                     "region": prices["region"],
                     "profiles": {
-                        k: {"lines": [asdict(x) for x in v], "total": round(sum(x.monthly for x in v), 2)}
+                        k: {
+                            "lines": [asdict(x) for x in v],
+                            "total": round(sum(x.monthly for x in v), 2),
+                            "per_million_requests": asdict(traffic[k]) | {"total": round(traffic[k].total, 4)},
+                        }
                         for k, v in report.items()
                     },
                 },
@@ -262,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     else:
-        print("\n\n".join(render(k, v, prices) for k, v in report.items()))
+        print("\n\n".join(render(k, v, prices, traffic[k]) for k, v in report.items()))
     return 0
 
 

@@ -75,3 +75,20 @@ def _run(args: list[str]) -> str:
     with contextlib.redirect_stdout(buffer):
         assert estimate_cost.main(args) == 0
     return buffer.getvalue()
+
+
+def test_the_scripts_import_the_cdk_app_from_any_directory(tmp_path):
+    """`make cost` runs scripts/estimate_cost.py, which synthesizes through app.build: the
+    editable install must provide ``app`` wherever the script runs from."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import app; print(app.build.__name__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "build"
