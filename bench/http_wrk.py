@@ -108,8 +108,10 @@ def run_wrk(
 def service(
     kind: str, database_url: str, token: str, dimension: int, log_level: str = "INFO"
 ) -> Iterator[tuple[int, int]]:
-    """``ours`` (``python -m conversations``, as operators run it) or ``reference``
-    (bench/reference_service.py) in its own process; yields (port, pid) once it answers."""
+    """``ours`` (``python -m conversations``, as operators run it, logging at INFO) or
+    ``reference`` (bench/reference_service.py) in its own process; yields (port, pid) once it
+    answers (uvicorn answers only after the lifespan has opened the pool). Every HTTP
+    measurement of the benchmark and the soak starts the service here."""
     from devtools.net import free_port
 
     port = free_port()
@@ -205,6 +207,21 @@ def measure_service(
             f"{kind:<9} mix: {mix['rps_per_cpu_s']} requests per CPU-second, {mix['rps']} rps,"
             f" p50 {mix['p50_ms']} ms, p99 {mix['p99_ms']} ms, errors {mix['errors']} {mix['error_kinds'] or ''}"
         )
+        # Each request alone under the same load: its CPU cost per request.
+        per_route: dict[str, Any] = {}
+        for op in SINGLE_OPS:
+            run = run_wrk(
+                port, token, ids_file, op, connections=CONNECTIONS, threads=THREADS, duration=single_duration, pid=pid
+            )
+            per_route[op] = {
+                "cpu_us_per_request": round(1e6 / run["rps_per_cpu_s"]) if run["rps_per_cpu_s"] else None,
+                "rps": run["rps"],
+                "errors": run["errors"],
+            }
+        log(
+            f"{kind:<9} alone under load, CPU per request: "
+            + ", ".join(f"{op} {per_route[op]['cpu_us_per_request']} µs" for op in SINGLE_OPS)
+        )
         single: dict[str, Any] = {}
         for op in SINGLE_OPS:
             run = run_wrk(port, token, ids_file, op, connections=1, threads=1, duration=single_duration, pid=pid)
@@ -216,7 +233,7 @@ def measure_service(
             f"{kind:<9} one client, p50 as a multiple of the empty round trip ({empty} ms): "
             + ", ".join(f"{op} {single[op]['x_empty']}x" for op in SINGLE_OPS[1:])
         )
-        return {"mix": mix, "single": single}
+        return {"mix": mix, "per_route": per_route, "single": single}
 
 
 def compare(

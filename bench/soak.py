@@ -26,7 +26,8 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench.run import load_step, service_process
+from bench.http_wrk import service
+from bench.run import load_step
 from conversations.migrate import ensure_app_role, migrate
 from devtools.postgres import remove, start_embedded_server
 
@@ -126,7 +127,7 @@ def soak(rate: int, minutes: float) -> dict[str, Any]:
             # The load above leaves a checkpoint due: take it now, not in the first window.
             conn.execute("CHECKPOINT")
         token = secrets.token_urlsafe(24)
-        with service_process(server.conninfo(db, "soak_app", password), token, 384) as (port, pid):
+        with service("ours", server.conninfo(db, "soak_app", password), token, 384) as (port, pid):
             process = psutil.Process(pid)
             ids = [f"soak-{n}" for n in range(1, 201)]
             samples = []

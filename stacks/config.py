@@ -30,7 +30,7 @@ _FARGATE_MEMORY = {
 # the benchmark (bench/README.md, the full run recorded in bench/results/). A task's
 # request-count scaling target is this, times its vCPUs, at 60% so scale-out starts before
 # latency suffers. tests/infra/test_config.py keeps it equal to the recorded run.
-HTTP_RPS_PER_CORE = 200
+HTTP_RPS_PER_CORE = 360
 SCALING_HEADROOM = 0.6
 
 

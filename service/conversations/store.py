@@ -182,9 +182,9 @@ class Store:
         metadata: dict[str, Any] | None = None,
         messages: Sequence[NewMessage] = (),
     ) -> Conversation:
-        fields = self._new_conversation(conversation_id, title, messages)
+        new_id, new_title = self._new_conversation(conversation_id, title, messages)
         with self._conn() as conn, conn.transaction():
-            return self._create(conn, user_id, settings, metadata, messages, *fields)
+            return self._create(conn, user_id, settings, metadata, messages, new_id, new_title)
 
     def create_conversation_once(
         self,
@@ -200,10 +200,10 @@ class Store:
     ) -> tuple[bytes, bool]:
         """create_conversation at most once per Idempotency-Key (see ``_once``): the response
         body ``render`` makes of the new conversation, and whether it is a replay."""
-        fields = self._new_conversation(conversation_id, title, messages)
+        new_id, new_title = self._new_conversation(conversation_id, title, messages)
 
         def write(conn: psycopg.Connection) -> tuple[bytes, dict[str, Any]]:
-            created = self._create(conn, user_id, settings, metadata, messages, *fields)
+            created = self._create(conn, user_id, settings, metadata, messages, new_id, new_title)
             return render(created), {"conversation_id": created.conversation_id, "messages": len(created.messages)}
 
         def expand(ref: dict[str, Any]) -> bytes:
