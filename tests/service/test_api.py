@@ -434,6 +434,38 @@ def test_openapi_and_docs_are_served(anon_client):
     assert anon_client.get("/docs").status_code == 200
 
 
+def test_openapi_documents_what_the_token_middleware_reads_on_every_guarded_path(anon_client):
+    """The token and X-User-Id are read by TokenMiddleware, not by route parameters: the
+    document still shows both, on exactly the paths the middleware guards."""
+    spec = anon_client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "API_TOKEN; checked before the body is read",
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            if path.startswith("/health"):
+                assert "security" not in operation and "X-User-Id" not in headers, (method, path)
+            else:
+                assert operation["security"] == [{"bearer": []}], (method, path)
+                assert "X-User-Id" in headers, (method, path)
+    posts = [
+        spec["paths"]["/conversations"]["post"],
+        spec["paths"]["/conversations/{conversation_id}/messages"]["post"],
+    ]
+    for operation in posts:
+        assert "Idempotency-Key" in {p["name"] for p in operation["parameters"]}
+
+
+def test_a_bad_x_user_id_is_refused_before_the_route(client):
+    for bad in ("", "a\x07b", "x" * 256):
+        response = client.get("/conversations", headers={"X-User-Id": bad})
+        assert response.status_code == 400, bad
+        assert response.json() == {"error": "bad_request", "message": "X-User-Id must be 1-255 printable characters"}
+
+
 def test_logs_are_json_lines_without_content_or_token(client, capsys):
     import logging
 
