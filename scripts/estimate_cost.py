@@ -220,7 +220,8 @@ def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]
     gb = int(task["Properties"]["Memory"]) / 1024
     task_hour = vcpu * prices["fargate_vcpu_hour"] + gb * prices["fargate_gb_hour"]
     requests_per_task_hour = HTTP_RPS_PER_CORE * vcpu * 3600
-    processed_gb = 1e6 * prices["assumptions"]["kb_per_request"] / 1e6
+    # A million requests of N KB each move N GB.
+    processed_gb = prices["assumptions"]["kb_per_request"]
     tasks = sum(int(s["Properties"].get("DesiredCount", 1)) for s in resources(templates, "AWS::ECS::Service"))
     return PerRequest(
         rps_per_vcpu=HTTP_RPS_PER_CORE,

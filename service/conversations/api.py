@@ -18,7 +18,7 @@ from . import __version__
 from .database import Database, open_pool
 from .errors import install_error_handlers
 from .middleware import (
-    MAX_USER_ID_CHARS,
+    MAX_HEADER_ID_CHARS,
     PUBLIC_PATHS,
     USER_ID_HEADER,
     AdmissionMiddleware,
@@ -116,7 +116,7 @@ _USER_ID_PARAMETER = {
     "in": "header",
     "required": False,
     "description": "The caller's user: only its conversations are seen and changed (absent: every conversation)",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_CHARS},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_HEADER_ID_CHARS},
 }
 
 

@@ -48,13 +48,17 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 USER_ID_HEADER = "X-User-Id"
-MAX_USER_ID_CHARS = 255
-INVALID_USER_ID_MESSAGE = f"{USER_ID_HEADER} must be 1-{MAX_USER_ID_CHARS} printable characters"
+# X-User-Id and Idempotency-Key: ids the service stores and logs.
+MAX_HEADER_ID_CHARS = 255
 
 
-def valid_header_value(value: str, max_chars: int = 255) -> bool:
-    """1 to ``max_chars`` printable characters (an id the service stores or logs)."""
-    return 0 < len(value) <= max_chars and value.isprintable()
+def invalid_header_id(name: str) -> str:
+    return f"{name} must be 1-{MAX_HEADER_ID_CHARS} printable characters"
+
+
+def valid_header_id(value: str) -> bool:
+    """1 to MAX_HEADER_ID_CHARS printable characters."""
+    return 0 < len(value) <= MAX_HEADER_ID_CHARS and value.isprintable()
 
 
 class TokenMiddleware:
@@ -78,8 +82,8 @@ class TokenMiddleware:
             return
         raw = _header(scope, b"x-user-id")
         user_id = None if raw is None else raw.decode("latin-1")
-        if user_id is not None and not valid_header_value(user_id, MAX_USER_ID_CHARS):
-            await error(400, "bad_request", INVALID_USER_ID_MESSAGE)(scope, receive, send)
+        if user_id is not None and not valid_header_id(user_id):
+            await error(400, "bad_request", invalid_header_id(USER_ID_HEADER))(scope, receive, send)
             return
         scope.setdefault("state", {})["user_id"] = user_id
         await self.app(scope, receive, send)

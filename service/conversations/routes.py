@@ -24,7 +24,7 @@ from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS
-from .middleware import valid_header_value
+from .middleware import MAX_HEADER_ID_CHARS, invalid_header_id, valid_header_id
 from .models import (
     ConversationCreate,
     ConversationCursor,
@@ -129,18 +129,24 @@ def _service(request: Request) -> Service:
 def _caller(request: Request) -> Caller:
     """The request's store and scope (TokenMiddleware has checked the token and read X-User-Id;
     api.openapi documents both on every data route)."""
-    return Caller(request.app.state.service, request.scope["state"]["user_id"])
+    return Caller(_service(request), request.scope["state"]["user_id"])
 
 
 def _idempotency_key(key: str | None) -> str | None:
-    if key is not None and not valid_header_value(key):
-        raise HTTPException(400, "Idempotency-Key must be 1-255 printable characters")
+    if key is not None and not valid_header_id(key):
+        raise HTTPException(400, invalid_header_id("Idempotency-Key"))
     return key
 
 
-# Retry-safe POSTs (checked by _idempotency_key: a Header bound would answer 422, not 400).
+# Retry-safe POSTs. The bound is checked by _idempotency_key, like X-User-Id's by TokenMiddleware
+# (a 400); a Header bound would answer 422. It is documented all the same.
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", description="Retry-safe POST: the same key returns the first response")
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe POST: the same key returns the first response",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_HEADER_ID_CHARS},
+    ),
 ]
 
 # Every data route: the error answers documented (the token is TokenMiddleware's, documented as

@@ -456,14 +456,18 @@ def test_openapi_documents_what_the_token_middleware_reads_on_every_guarded_path
         spec["paths"]["/conversations/{conversation_id}/messages"]["post"],
     ]
     for operation in posts:
-        assert "Idempotency-Key" in {p["name"] for p in operation["parameters"]}
+        (key,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
 
 
-def test_a_bad_x_user_id_is_refused_before_the_route(client):
+def test_a_bad_x_user_id_or_idempotency_key_is_a_400(client):
     for bad in ("", "a\x07b", "x" * 256):
         response = client.get("/conversations", headers={"X-User-Id": bad})
         assert response.status_code == 400, bad
         assert response.json() == {"error": "bad_request", "message": "X-User-Id must be 1-255 printable characters"}
+        refused = client.post("/conversations", json={}, headers={"Idempotency-Key": bad})
+        assert refused.status_code == 400, bad
+        assert refused.json()["message"] == "Idempotency-Key must be 1-255 printable characters"
 
 
 def test_logs_are_json_lines_without_content_or_token(client, capsys):
