@@ -1,4 +1,4 @@
-"""The typed deployment configuration: two profiles in code, context only selects and overrides.
+"""The typed deployment configuration: three profiles in code, context only selects and overrides.
 
 ``app.py`` is the only caller of :func:`load_config`; every stack receives the frozen result.
 """
@@ -52,6 +52,11 @@ class DeploymentConfig:
     # network
     max_azs: int
     nat_gateways: int
+    """0: no NAT; the tasks run in the public subnets with a public IPv4 address (the lean profile)."""
+    secrets_endpoint_azs: int | None
+    """Zones that get a Secrets Manager endpoint interface; None: every zone in use."""
+    flow_logs: str
+    """"all" or "reject": which traffic the VPC flow logs record."""
     # database
     db_instance_class: str
     db_multi_az: bool
@@ -66,6 +71,10 @@ class DeploymentConfig:
     max_tasks: int
     cpu: int
     memory_mib: int
+    task_architecture: str
+    """"x86_64" or "arm64" (Graviton, about 20% cheaper; the image cross-builds, see service/Dockerfile)."""
+    fargate_spot: bool
+    """Run the tasks on Fargate Spot: a large discount, and a task may be stopped with 2 minutes' notice."""
     requests_per_target_per_minute: int | None
     """None: derived from the benchmark (requests_per_target_per_minute()) for the task's CPU."""
     certificate_arn: str | None
@@ -83,6 +92,17 @@ class DeploymentConfig:
     @property
     def is_prod(self) -> bool:
         return self.profile == "prod"
+
+    @property
+    def tasks_in_public_subnets(self) -> bool:
+        """Without NAT the tasks need a public address to reach ECR, CloudWatch Logs and Secrets
+        Manager; their security group still admits only the load balancer."""
+        return self.nat_gateways == 0
+
+    @property
+    def endpoint_azs(self) -> tuple[str, ...]:
+        """The zones of the Secrets Manager endpoint's interfaces."""
+        return self.azs[: self.secrets_endpoint_azs or len(self.azs)]
 
     @property
     def retain_logs(self) -> bool:
@@ -109,6 +129,8 @@ class DeploymentConfig:
 _DEV: dict[str, Any] = dict(
     max_azs=2,
     nat_gateways=1,
+    secrets_endpoint_azs=None,
+    flow_logs="all",
     db_instance_class="t4g.micro",
     db_multi_az=False,
     db_allocated_storage_gib=20,
@@ -121,6 +143,8 @@ _DEV: dict[str, Any] = dict(
     max_tasks=3,
     cpu=256,
     memory_mib=512,
+    task_architecture="x86_64",
+    fargate_spot=False,
     requests_per_target_per_minute=None,
     certificate_arn=None,
     allowed_cidrs=("0.0.0.0/0",),
@@ -153,7 +177,22 @@ _PROD: dict[str, Any] = {
     "termination_protection": True,
 }
 
-PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"dev": _DEV, "prod": _PROD}
+# The cheapest stack at the same security bar (README, "Cost"): no NAT gateway (tasks in the
+# public subnets, ingress from the load balancer only), one Secrets Manager endpoint interface
+# (the schema and rotation Lambdas have no other way out), Graviton tasks on Fargate Spot,
+# no Container Insights, flow logs of rejected traffic only, one day of backups.
+_LEAN: dict[str, Any] = {
+    **_DEV,
+    "nat_gateways": 0,
+    "secrets_endpoint_azs": 1,
+    "flow_logs": "reject",
+    "db_backup_retention_days": 1,
+    "task_architecture": "arm64",
+    "fargate_spot": True,
+    "container_insights": False,
+}
+
+PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"dev": _DEV, "lean": _LEAN, "prod": _PROD}
 
 # context key -> (field, parser)
 CONTEXT_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {}
@@ -216,6 +255,22 @@ _key("maxTasks", "max_tasks")(lambda k, v: _int(k, v, 1, 100))
 _key("cpu", "cpu")(lambda k, v: _int(k, v, 256, 4096))
 _key("memoryMiB", "memory_mib")(lambda k, v: _int(k, v, 512, 30720))
 _key("natGateways", "nat_gateways")(lambda k, v: _int(k, v, 0, 3))
+_key("secretsEndpointAzs", "secrets_endpoint_azs")(lambda k, v: _int(k, v, 1, 3))
+_key("fargateSpot", "fargate_spot")(_bool)
+
+
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def parse(key: str, raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"context '{key}' must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+_key("taskArchitecture", "task_architecture")(_choice("x86_64", "arm64"))
+_key("flowLogs", "flow_logs")(_choice("all", "reject"))
 MAX_AZS = 3
 _key("maxAzs", "max_azs")(lambda k, v: _int(k, v, 2, MAX_AZS))
 _key("requestsPerTarget", "requests_per_target_per_minute")(lambda k, v: _int(k, v, 10, 1_000_000))
@@ -340,6 +395,6 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
             f"context 'memoryMiB' {config.memory_mib} is not valid with cpu {config.cpu} "
             f"(Fargate allows {allowed.start}-{allowed.stop - 1} in steps of {allowed.step})"
         )
-    if config.nat_gateways == 0:
-        raise ConfigError("natGateways must be at least 1: tasks pull their image and send logs through NAT")
+    if config.secrets_endpoint_azs is not None and config.secrets_endpoint_azs > config.max_azs:
+        config = replace(config, secrets_endpoint_azs=config.max_azs)
     return config

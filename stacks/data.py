@@ -11,6 +11,7 @@ from constructs import Construct
 from . import outputs
 from .alarms import AlarmTopic
 from .config import DeploymentConfig
+from .network import DATABASE_SUBNETS, LAMBDA_SUBNETS
 from .schema import SchemaMigrations
 from .util import acknowledge, checkov_skip, log_removal, output, retention
 
@@ -61,7 +62,7 @@ class Database(Construct):
             engine=engine,
             instance_type=ec2.InstanceType(config.db_instance_class),
             vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            vpc_subnets=DATABASE_SUBNETS,
             security_groups=[self.security_group],
             publicly_accessible=False,
             port=PORT,
@@ -97,7 +98,7 @@ class Database(Construct):
         assert isinstance(master_cfn, cdk.CfnResource)
         master_cfn.apply_removal_policy(keep)
         self.master_secret_resource = master_cfn
-        rotation_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        rotation_subnets = LAMBDA_SUBNETS
         self.instance.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets)
         # The service's own login. The schema custom resource creates the role with this
         # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
@@ -172,14 +173,14 @@ class DataStack(cdk.Stack):
             acknowledge(
                 instance,
                 "RDS3",
-                "Single-AZ only in the dev profile, to fit a small budget; the prod profile is Multi-AZ "
+                "Single-AZ only in the dev and lean profiles, to fit a small budget; the prod profile is Multi-AZ "
                 "(dbMultiAz=true turns it on for any profile).",
             )
         if not config.db_deletion_protection:
             acknowledge(
                 instance,
                 "RDS10",
-                "Deletion protection is off only in the dev profile so 'make destroy' can remove it; the "
+                "Deletion protection is off only in the dev and lean profiles so 'make destroy' can remove it; the "
                 "prod profile enables it and snapshots the database on delete.",
             )
         # aws-cdk-lib's singleton that sets retention on the RDS log groups it exports to.
@@ -238,7 +239,7 @@ class DataStack(cdk.Stack):
             checkov_skip(
                 instance,
                 "CKV_AWS_157",
-                "Single-AZ only in the dev profile, to fit a small budget; the prod profile is Multi-AZ.",
+                "Single-AZ only in the dev and lean profiles, to fit a small budget; the prod profile is Multi-AZ.",
             )
         acknowledge(
             instance,

@@ -12,6 +12,19 @@ from .config import MAX_AZS, DeploymentConfig
 from .util import LOGS_KMS_REASON, checkov_skip, log_removal, output, retention
 
 VPC_CIDR = "10.40.0.0/16"
+# The three subnet groups. Stacks select subnets by group name, never by type: without NAT (the
+# lean profile) the Private group is isolated too, and a type would then name two groups.
+PUBLIC, PRIVATE, DATABASE = "Public", "Private", "Database"
+
+
+def task_subnets(config: DeploymentConfig) -> ec2.SubnetSelection:
+    """Where the service's tasks run: the private subnets, or without NAT the public ones."""
+    return ec2.SubnetSelection(subnet_group_name=PUBLIC if config.tasks_in_public_subnets else PRIVATE)
+
+
+LAMBDA_SUBNETS = ec2.SubnetSelection(subnet_group_name=PRIVATE)
+"""The schema and rotation Lambdas: they reach Secrets Manager through its endpoint, or NAT."""
+DATABASE_SUBNETS = ec2.SubnetSelection(subnet_group_name=DATABASE)
 
 
 class NetworkStack(cdk.Stack):
@@ -32,17 +45,29 @@ class NetworkStack(cdk.Stack):
             reserved_azs=MAX_AZS - len(config.azs),
             nat_gateways=config.nat_gateways,
             subnet_configuration=[
-                # The load balancer only.
-                ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
-                # Tasks, the schema Lambda and the rotation Lambdas: outbound through NAT.
-                ec2.SubnetConfiguration(name="Private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22),
+                # The load balancer; without NAT also the tasks (public address, ingress from
+                # the load balancer's security group only).
+                ec2.SubnetConfiguration(name=PUBLIC, subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
+                # Tasks, the schema Lambda and the rotation Lambdas: outbound through NAT. Without
+                # NAT only the Lambdas, isolated, with the Secrets Manager endpoint as their way out.
+                ec2.SubnetConfiguration(
+                    name=PRIVATE,
+                    subnet_type=ec2.SubnetType.PRIVATE_ISOLATED
+                    if config.tasks_in_public_subnets
+                    else ec2.SubnetType.PRIVATE_WITH_EGRESS,
+                    cidr_mask=22,
+                ),
                 # The database: no route out of the VPC at all.
-                ec2.SubnetConfiguration(name="Database", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
+                ec2.SubnetConfiguration(name=DATABASE, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
             ],
             flow_logs={
+                # The construct id stays "All" for every profile, so changing flowLogs updates the
+                # flow log in place of adding a second one.
                 "All": ec2.FlowLogOptions(
                     destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
-                    traffic_type=ec2.FlowLogTrafficType.ALL,
+                    traffic_type=ec2.FlowLogTrafficType.REJECT
+                    if config.flow_logs == "reject"
+                    else ec2.FlowLogTrafficType.ALL,
                 )
             },
         )
@@ -56,11 +81,14 @@ class NetworkStack(cdk.Stack):
         #   task start or a rotation. One endpoint ENI per AZ costs about $7/month each.
         # ECR, CloudWatch Logs and STS would need three more interface endpoints per AZ;
         # they stay on NAT to keep the dev profile cheap.
+        # Without NAT (lean) the endpoint is the Lambdas' only way to Secrets Manager; one
+        # interface (secretsEndpointAzs=1) serves every zone, as private DNS resolves to it
+        # from anywhere in the VPC, and the tasks reach it the same way.
         self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3)
         self.secrets_endpoint = self.vpc.add_interface_endpoint(
             "SecretsManagerEndpoint",
             service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
-            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            subnets=ec2.SubnetSelection(subnet_group_name=PRIVATE, availability_zones=list(config.endpoint_azs)),
             private_dns_enabled=True,
             open=False,
         )

@@ -25,6 +25,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IDependable
 
+from .network import LAMBDA_SUBNETS
 from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, retention
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ class SchemaMigrations(Construct):
             timeout=cdk.Duration.minutes(SCHEMA_TIMEOUT_MINUTES),
             memory_size=256,
             vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            vpc_subnets=LAMBDA_SUBNETS,
             security_groups=[self.security_group],
             log_group=log_group,
             # No reserved concurrency: Lambda keeps a minimum of the account's concurrency

@@ -21,12 +21,24 @@ from . import outputs
 from .alarms import ABOVE, BELOW, AlarmTopic
 from .config import DeploymentConfig
 from .data import PORT as DATABASE_PORT
+from .network import PUBLIC, task_subnets
 from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, log_removal, output, retention
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
 CONTAINER_PORT = 8080
 LIVENESS_PATH = "/health/live"
 ALB_IDLE_TIMEOUT_S = 60
+NO_CONTAINER_INSIGHTS = (
+    "Container Insights is off (the lean profile, or containerInsights=false): it is billed as custom "
+    "metrics, about $11 a month for one service, a fifth of the lean budget. The free AWS/ECS CPU and "
+    "memory metrics remain, and the NoHealthyHosts alarm (missing data counts as breaching) still "
+    "catches a service with no running task; only the TasksBelowDesired alarm is given up."
+)
+# taskArchitecture -> (the task's CPU architecture, the image's build platform)
+ARCHITECTURES = {
+    "x86_64": (ecs.CpuArchitecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
+    "arm64": (ecs.CpuArchitecture.ARM64, ecr_assets.Platform.LINUX_ARM64),
+}
 
 
 class ConversationService(Construct):
@@ -44,7 +56,12 @@ class ConversationService(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         insights = ecs.ContainerInsights.ENABLED if config.container_insights else ecs.ContainerInsights.DISABLED
-        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=insights)
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=vpc,
+            container_insights_v2=insights,
+        )
         self.api_token = secretsmanager.Secret(
             self,
             "ApiToken",
@@ -61,14 +78,16 @@ class ConversationService(Construct):
             cpu=config.cpu,
             memory_limit_mib=config.memory_mib,
             runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                cpu_architecture=ARCHITECTURES[config.task_architecture][0],
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
         task.add_container(
             "Api",
             # service/.dockerignore is an allowlist: nothing untracked reaches the image.
-            image=ecs.ContainerImage.from_asset(str(SERVICE_DIR), platform=ecr_assets.Platform.LINUX_AMD64),
+            # An arm64 image builds on any machine without emulation: service/Dockerfile runs pip
+            # on the builder's own platform and fetches the target's wheels.
+            image=ecs.ContainerImage.from_asset(str(SERVICE_DIR), platform=ARCHITECTURES[config.task_architecture][1]),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             environment={
@@ -115,6 +134,8 @@ class ConversationService(Construct):
             description="Conversation service tasks",
             allow_all_outbound=False,
         )
+        # Out: HTTPS (through NAT, or from a public address without it) and PostgreSQL below;
+        # nothing else. In: only the load balancer, on the container port (below).
         self.security_group.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "ECR, CloudWatch Logs and Secrets Manager over HTTPS"
         )
@@ -129,9 +150,14 @@ class ConversationService(Construct):
             cluster=self.cluster,
             task_definition=task,
             desired_count=config.desired_count,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            vpc_subnets=task_subnets(config),
             security_groups=[self.security_group],
-            assign_public_ip=False,
+            # Without NAT a task needs a public address to pull its image, ship its logs and read
+            # its secrets; its security group still admits only the load balancer.
+            assign_public_ip=config.tasks_in_public_subnets,
+            capacity_provider_strategies=[ecs.CapacityProviderStrategy(capacity_provider="FARGATE_SPOT", weight=1)]
+            if config.fargate_spot
+            else None,
             # Never below the desired count during a deploy; a failing deploy rolls back.
             min_healthy_percent=100,
             max_healthy_percent=200,
@@ -139,6 +165,19 @@ class ConversationService(Construct):
             health_check_grace_period=cdk.Duration.seconds(60),
             enable_execute_command=False,
         )
+        if config.fargate_spot:
+            # Made here rather than by enable_fargate_capacity_providers (which adds it only at
+            # synth), so the service can depend on it: CloudFormation does not order the two, and
+            # a service created before the association fails ("... is not associated with the
+            # cluster").
+            association = ecs.CfnClusterCapacityProviderAssociations(
+                self,
+                "CapacityProviders",
+                cluster=self.cluster.cluster_name,
+                capacity_providers=["FARGATE", "FARGATE_SPOT"],
+                default_capacity_provider_strategy=[],
+            )
+            self.service.node.add_dependency(association)
 
         self.access_logs = s3.Bucket(
             self,
@@ -169,7 +208,7 @@ class ConversationService(Construct):
             "LoadBalancer",
             vpc=vpc,
             internet_facing=True,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            vpc_subnets=ec2.SubnetSelection(subnet_group_name=PUBLIC),
             security_group=alb_sg,
             drop_invalid_header_fields=True,
             # The service's keep-alive (conversations.__main__.KEEP_ALIVE_S) must outlive this,
@@ -306,6 +345,9 @@ class ConversationService(Construct):
                 "The API is a public HTTP endpoint guarded by a bearer token; the allowedCidrs context key "
                 "narrows the load balancer's ingress to known networks when callers are not on the internet.",
             )
+        if not config.container_insights:
+            acknowledge(self.cluster, "ECS4", NO_CONTAINER_INSIGHTS)
+            checkov_skip(self.cluster, "CKV_AWS_65", NO_CONTAINER_INSIGHTS)
         assert task.execution_role is not None
         acknowledge(
             task.execution_role,

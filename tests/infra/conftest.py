@@ -73,3 +73,8 @@ def prod() -> Synth:
     return synthesize(
         "prod", certificateArn=CERT, alarmEmail="ops@example.com", allowedCidrs="203.0.113.0/24,2001:db8::/32"
     )
+
+
+@pytest.fixture(scope="session")
+def lean() -> Synth:
+    return synthesize("lean")

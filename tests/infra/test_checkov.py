@@ -13,7 +13,7 @@ from tests.infra.conftest import ROOT
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
-@pytest.mark.parametrize("profile", ["dev", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
 def test_checkov_finds_nothing_unexplained(profile, request):
     if not CHECKOV.exists():
         pytest.fail("checkov is not installed: `make test` creates .venv-checkov (it pins its own dependencies)")

@@ -22,6 +22,21 @@ def test_dev_is_the_default_and_cheap():
 PROD = {"profile": "prod", "certificateArn": CERT}
 
 
+def test_lean_gives_up_nat_and_redundancy_not_the_security_bar():
+    lean, dev = load_config({"profile": "lean"}, ENV), load_config({}, ENV)
+    assert lean.nat_gateways == 0 and lean.tasks_in_public_subnets
+    assert lean.endpoint_azs == ("eu-west-1a",) and dev.endpoint_azs == ("eu-west-1a", "eu-west-1b")
+    assert (lean.task_architecture, lean.fargate_spot, lean.container_insights) == ("arm64", True, False)
+    assert (lean.flow_logs, lean.db_backup_retention_days) == ("reject", 1)
+    # what it keeps from dev: the database, the task size, HTTPS when a certificate is given
+    same = ("db_instance_class", "db_allocated_storage_gib", "cpu", "memory_mib", "allowed_cidrs", "max_azs")
+    assert {f: getattr(lean, f) for f in same} == {f: getattr(dev, f) for f in same}
+    assert not dev.tasks_in_public_subnets and not dev.fargate_spot and dev.task_architecture == "x86_64"
+    # each lean choice is a key any profile can take
+    dev_without_nat = load_config({"natGateways": "0", "secretsEndpointAzs": "3"}, ENV)
+    assert dev_without_nat.tasks_in_public_subnets and dev_without_nat.endpoint_azs == dev.azs
+
+
 def test_prod_is_safe():
     config = load_config(PROD, ENV)
     assert config.db_multi_az and config.db_deletion_protection and config.termination_protection
@@ -68,7 +83,11 @@ def test_overrides_by_context():
         ({"certificateArn": "arn:aws:iam::1:cert"}, "certificateArn"),
         ({"alarmEmail": "nobody"}, "alarmEmail"),
         ({"embeddingDimension": "4096"}, "embeddingDimension"),
-        ({"natGateways": "0"}, "natGateways"),
+        ({"natGateways": "4"}, "natGateways"),
+        ({"taskArchitecture": "sparc"}, "taskArchitecture' must be one of x86_64, arm64"),
+        ({"flowLogs": "some"}, "flowLogs"),
+        ({"secretsEndpointAzs": "0"}, "secretsEndpointAzs"),
+        ({"fargateSpot": "maybe"}, "fargateSpot"),
         ({"desiredCount": "5"}, "minTasks <= desiredCount <= maxTasks"),
         ({"availabilityZones": "eu-west-1a"}, "at least two"),
     ],

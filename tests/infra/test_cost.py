@@ -24,7 +24,7 @@ def test_dev_lines_follow_the_template(dev):
     assert by_item["RDS db.t4g.micro"].monthly == pytest.approx(
         730 * prices["rds_instance_hour"]["db.t4g.micro"], abs=0.01
     )
-    assert by_item["Fargate vCPU"].quantity == "1 task x 0.25 vCPU x 730 h"
+    assert by_item["Fargate x86_64 vCPU"].quantity == "1 task x 0.25 vCPU x 730 h"
     assert by_item["Interface VPC endpoints"].quantity == "1 x 2 AZ x 730 h"
     assert by_item["Secrets Manager secrets"].quantity == "3"
     assert 50 < total < 250
@@ -43,12 +43,50 @@ def test_prod_costs_more_for_the_reasons_it_should(dev, prod):
 def test_readme_quotes_the_current_totals():
     report = json.loads(_run(["--json"]))
     readme = (ROOT / "README.md").read_text()
-    for profile in ("dev", "prod"):
+    for profile in ("dev", "lean", "prod"):
         total = report["profiles"][profile]["total"]
         assert re.search(rf"\*\*{profile}\*\*[^\n]*\*\*\${total:,.2f}\*\*", readme), (
             f"README's {profile} total is not ${total:,.2f}: update the cost section"
         )
     assert report["prices_as_of"] in readme
+
+
+def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean, dev):
+    prices = estimate_cost.load_prices()
+    lines, total = totals(lean)
+    by_item = {line.item: line for line in lines}
+    assert total <= 60
+    assert "NAT gateways" not in by_item
+    assert by_item["Interface VPC endpoints"].quantity == "1 x 1 AZ x 730 h"
+    assert by_item["Public IPv4 addresses (NAT, ALB nodes, tasks)"].quantity == "3 x 730 h"  # 2 ALB nodes, 1 task
+    spot = by_item["Fargate Spot arm64 vCPU"].monthly
+    assert spot == pytest.approx(0.25 * 730 * prices["fargate_arm_vcpu_hour"] * 0.4, abs=0.01)
+    assert "Container Insights metrics" not in by_item
+    assert "Container Insights metrics" in {line.item for line in totals(dev)[0]}
+    # The free tier covers exactly the lean stack's alarm metrics and its dashboard, and is a line.
+    assert by_item["CloudWatch alarms"].quantity == "10 alarm metrics"
+    assert by_item["CloudWatch free tier (per account)"].monthly < 0
+    # What the $60 leans on, priced: no free tier, and on-demand tasks.
+    without_free_tier = estimate_cost.load_prices(overrides=["use_free_tier=0"])
+    assert sum(x.monthly for x in estimate_cost.estimate(list(lean.raw.values()), without_free_tier)) > 60
+
+
+def test_free_tier_and_log_storage_and_insights_follow_the_templates(dev, prod):
+    dev_lines = {line.item: line for line in totals(dev)[0]}
+    prod_lines = {line.item: line for line in totals(prod)[0]}
+    # metric-math alarms are billed per metric: 10 alarms here evaluate 12 metrics
+    assert dev_lines["CloudWatch alarms"].quantity == "12 alarm metrics"
+    assert prod_lines["CloudWatch Logs storage"].monthly > 10 * dev_lines["CloudWatch Logs storage"].monthly
+    credit = -dev_lines["CloudWatch free tier (per account)"].monthly
+    prices = estimate_cost.load_prices()
+    free = prices["cloudwatch_free_tier"]
+    assert credit == pytest.approx(
+        free["alarm_metrics"] * prices["cloudwatch_alarm_month"]
+        + prices["cloudwatch_dashboard_month"]
+        + free["custom_metrics"] * prices["cloudwatch_custom_metric_month"]
+        + free["logs_gb"] * prices["cloudwatch_logs_ingest_gb"],
+        abs=0.02,
+    )
 
 
 def test_unknown_instance_class_is_an_error(dev):

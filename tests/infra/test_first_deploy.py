@@ -23,7 +23,7 @@ def resources(template: Template, type_: str) -> dict:
     return template.find_resources(type_)
 
 
-@pytest.mark.parametrize("profile", ["dev", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
 def test_no_function_reserves_concurrency_a_new_account_does_not_have(profile, request):
     """A new account's quota is often 10, all of it unreservable: any reservation fails the deploy."""
     synth = request.getfixturevalue(profile)
@@ -32,7 +32,7 @@ def test_no_function_reserves_concurrency_a_new_account_does_not_have(profile, r
             assert "ReservedConcurrentExecutions" not in function["Properties"], f"{name}/{logical_id}"
 
 
-@pytest.mark.parametrize("profile", ["dev", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
 def test_rotation_schedules_wait_for_the_schema_resource(profile, request):
     """Secrets Manager rotates as soon as a schedule exists: not before the app login does."""
     data = request.getfixturevalue(profile).data

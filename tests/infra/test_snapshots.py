@@ -26,7 +26,7 @@ def snapshot_json(snapshot):
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("profile", ["dev", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
 @pytest.mark.parametrize("stack", ["Network", "Data", "Service"])
 def test_template_matches_snapshot(profile, stack, request, snapshot_json):
     synth = request.getfixturevalue(profile)

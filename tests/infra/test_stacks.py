@@ -12,6 +12,12 @@ from stacks import outputs
 from stacks.data import POSTGRES_MAJOR
 
 
+@pytest.fixture(params=["dev", "lean"])
+def small(request):
+    """The checks every profile must pass, on the two small ones (prod has its own)."""
+    return request.getfixturevalue(request.param)
+
+
 def resources(template, type_):
     return template.find_resources(type_)
 
@@ -69,8 +75,8 @@ def db(template):
     return only(template, "AWS::RDS::DBInstance")
 
 
-def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(dev):
-    props = db(dev.data)["Properties"]
+def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(small):
+    props = db(small.data)["Properties"]
     assert props["Engine"] == "postgres"
     assert props["EngineVersion"] == POSTGRES_MAJOR
     assert props["PubliclyAccessible"] is False
@@ -81,13 +87,13 @@ def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(dev):
     assert props["DBInstanceClass"] == "db.t4g.micro"
     assert props["MasterUsername"] == "raguser" and props["DBName"] == "ragdb"
     assert set(props["EnableCloudwatchLogsExports"]) == {"postgresql", "upgrade"}
-    group = only(dev.data, "AWS::RDS::DBSubnetGroup")
+    group = only(small.data, "AWS::RDS::DBSubnetGroup")
     subnet_refs = group["Properties"]["SubnetIds"]
     assert all("Isolated" in json.dumps(ref) or "Database" in json.dumps(ref) for ref in subnet_refs)
 
 
-def test_parameter_group_forces_tls_and_logs_slow_queries(dev):
-    dev.data.has_resource_properties(
+def test_parameter_group_forces_tls_and_logs_slow_queries(small):
+    small.data.has_resource_properties(
         "AWS::RDS::DBParameterGroup",
         {
             "Family": f"postgres{POSTGRES_MAJOR}",
@@ -126,8 +132,8 @@ def test_prod_data_stack_has_termination_protection(prod, dev):
     assert not dev_manifest["artifacts"][outputs.stack_names("dev").data]["properties"].get("terminationProtection")
 
 
-def test_both_secrets_rotate(dev):
-    schedules = resources(dev.data, "AWS::SecretsManager::RotationSchedule")
+def test_both_secrets_rotate(small):
+    schedules = resources(small.data, "AWS::SecretsManager::RotationSchedule")
     assert len(schedules) == 2
     for schedule in schedules.values():
         assert schedule["Properties"]["RotationRules"]["ScheduleExpression"] == "rate(30 days)"
@@ -150,10 +156,10 @@ def test_master_secret_is_generated_for_raguser(dev):
 # ------------------------------------------------------------------ schema custom resource
 
 
-def test_schema_resource_hashes_migrations_and_reads_both_secrets(dev):
+def test_schema_resource_hashes_migrations_and_reads_both_secrets(small):
     from stacks.schema import migrations_hash
 
-    resource = only(dev.data, "Custom::ConversationSchema")
+    resource = only(small.data, "Custom::ConversationSchema")
     props = resource["Properties"]
     assert props["MigrationsHash"] == migrations_hash()
     assert set(props) >= {"ServiceToken", "MasterSecretArn", "AppSecretArn", "EmbeddingDimension", "SslMode"}
@@ -178,8 +184,8 @@ def test_migrations_hash_changes_with_any_migration(tmp_path):
     assert migrations_hash(copy) != before
 
 
-def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(dev):
-    functions = resources(dev.data, "AWS::Lambda::Function")
+def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(small):
+    functions = resources(small.data, "AWS::Lambda::Function")
     (handler,) = [
         f for f in functions.values() if f["Properties"].get("Handler") == "conversations.cfn_handler.handler"
     ]
@@ -187,7 +193,7 @@ def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(dev):
     # Long enough for a migration that rewrites a large messages table, and still under the
     # custom resource's wait, so a hung database is a reported failure.
     assert 600 <= props["Timeout"] <= 840
-    resource = only(dev.data, "Custom::ConversationSchema")
+    resource = only(small.data, "Custom::ConversationSchema")
     assert props["Timeout"] < int(resource["Properties"]["ServiceTimeout"]) <= 900
     assert props["Runtime"].startswith("python3.")
     assert "VpcConfig" in props
@@ -196,8 +202,8 @@ def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(dev):
     assert framework and all("VpcConfig" not in f["Properties"] for f in framework)
 
 
-def test_schema_lambda_may_read_only_its_two_secrets(dev):
-    policies = resources(dev.data, "AWS::IAM::Policy")
+def test_schema_lambda_may_read_only_its_two_secrets(small):
+    policies = resources(small.data, "AWS::IAM::Policy")
     (policy,) = [p for k, p in policies.items() if k.startswith("SchemaMigrationsHandlerServiceRoleDefaultPolicy")]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     for statement in statements:
@@ -220,8 +226,8 @@ def ingress_rules(synth):
     return rules
 
 
-def test_database_port_is_open_only_to_the_service_the_schema_lambda_and_rotation(dev):
-    rules = ingress_rules(dev)
+def test_database_port_is_open_only_to_the_service_the_schema_lambda_and_rotation(small):
+    rules = ingress_rules(small)
     to_db = [r for r in rules if "DatabaseSecurityGroup" in json.dumps(r.get("GroupId"))]
     assert to_db, "no rule found: the search is broken"
     for rule in to_db:
@@ -234,8 +240,8 @@ def test_database_port_is_open_only_to_the_service_the_schema_lambda_and_rotatio
     assert len(to_db) == 4  # service, schema Lambda, two rotation Lambdas
 
 
-def test_database_security_group_allows_no_egress(dev):
-    groups = resources(dev.data, "AWS::EC2::SecurityGroup")
+def test_database_security_group_allows_no_egress(small):
+    groups = resources(small.data, "AWS::EC2::SecurityGroup")
     (database,) = [g for k, g in groups.items() if k.startswith("DatabaseSecurityGroup")]
     assert database["Properties"]["SecurityGroupEgress"][0]["CidrIp"] == "255.255.255.255/32"
 
@@ -266,8 +272,8 @@ def test_service_has_circuit_breaker_with_rollback_and_keeps_full_capacity(dev):
     )
 
 
-def test_target_health_check_is_liveness(dev):
-    dev.service.has_resource_properties(
+def test_target_health_check_is_liveness(small):
+    small.service.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup", {"HealthCheckPath": "/health/live", "TargetType": "ip"}
     )
 
@@ -291,8 +297,8 @@ def test_http_without_certificate_and_https_with_redirect_when_given(dev, prod):
     )
 
 
-def test_credentials_are_injected_from_secrets_never_plain_environment(dev):
-    task = only(dev.service, "AWS::ECS::TaskDefinition")
+def test_credentials_are_injected_from_secrets_never_plain_environment(small):
+    task = only(small.service, "AWS::ECS::TaskDefinition")
     (container,) = task["Properties"]["ContainerDefinitions"]
     secret_names = {s["Name"] for s in container["Secrets"]}
     assert secret_names == {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "API_TOKEN"}
@@ -302,10 +308,10 @@ def test_credentials_are_injected_from_secrets_never_plain_environment(dev):
     assert container["User"] == "10001"
 
 
-def test_task_role_has_no_wildcard_data_actions(dev):
-    task = only(dev.service, "AWS::ECS::TaskDefinition")
+def test_task_role_has_no_wildcard_data_actions(small):
+    task = only(small.service, "AWS::ECS::TaskDefinition")
     task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
-    for policy in resources(dev.service, "AWS::IAM::Policy").values():
+    for policy in resources(small.service, "AWS::IAM::Policy").values():
         roles = [r["Ref"] for r in policy["Properties"]["Roles"]]
         if task_role not in roles:
             continue
@@ -314,7 +320,7 @@ def test_task_role_has_no_wildcard_data_actions(dev):
             assert not any(a.endswith("*") for a in actions if a.split(":")[0] in ("secretsmanager", "rds", "s3"))
     # The execution role reads exactly the app secret and the API token, nothing else.
     execution = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
-    for policy in resources(dev.service, "AWS::IAM::Policy").values():
+    for policy in resources(small.service, "AWS::IAM::Policy").values():
         if execution not in [r["Ref"] for r in policy["Properties"]["Roles"]]:
             continue
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
@@ -323,8 +329,8 @@ def test_task_role_has_no_wildcard_data_actions(dev):
                 assert statement["Resource"] != "*"
 
 
-def test_autoscaling_on_cpu_and_requests(dev):
-    policies = resources(dev.service, "AWS::ApplicationAutoScaling::ScalingPolicy")
+def test_autoscaling_on_cpu_and_requests(small):
+    policies = resources(small.service, "AWS::ApplicationAutoScaling::ScalingPolicy")
     metrics = {
         json.dumps(
             p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"][
@@ -336,8 +342,8 @@ def test_autoscaling_on_cpu_and_requests(dev):
     assert metrics == {'"ECSServiceAverageCPUUtilization"', '"ALBRequestCountPerTarget"'}
 
 
-def test_access_logs_go_to_an_encrypted_private_bucket(dev):
-    bucket = only(dev.service, "AWS::S3::Bucket")
+def test_access_logs_go_to_an_encrypted_private_bucket(small):
+    bucket = only(small.service, "AWS::S3::Bucket")
     props = bucket["Properties"]
     assert (
         props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
@@ -346,7 +352,7 @@ def test_access_logs_go_to_an_encrypted_private_bucket(dev):
         == "AES256"
     )
     assert all(props["PublicAccessBlockConfiguration"].values())
-    dev.service.has_resource_properties(
+    small.service.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
         {"LoadBalancerAttributes": Match.array_with([{"Key": "access_logs.s3.enabled", "Value": "true"}])},
     )
