@@ -468,7 +468,23 @@ def preflight_checks(
                 f"Docker does not answer: {reason[-1][:160] if reason else answer.returncode}",
                 "start the Docker daemon (cdk deploy builds the service image with it)",
             )
-        return f"Docker {answer.stdout.strip() or 'answers'}"
+        version = answer.stdout.strip()
+        # service/Dockerfile needs BuildKit (its first stage runs on $BUILDPLATFORM, which is how
+        # an arm64 image builds without emulation); Docker 23 and later use it unless told not to.
+        buildkit = os.environ.get("DOCKER_BUILDKIT")
+        if buildkit == "0":
+            raise CheckFailed(
+                f"Docker {version}, but DOCKER_BUILDKIT=0 selects the legacy builder, which cannot build "
+                "service/Dockerfile",
+                "unset DOCKER_BUILDKIT (BuildKit is Docker's default builder)",
+            )
+        major = version.split(".")[0]
+        if buildkit != "1" and major.isdigit() and int(major) < 23:
+            raise CheckFailed(
+                f"Docker {version} builds with the legacy builder by default; service/Dockerfile needs BuildKit",
+                "upgrade Docker to 23 or later, or export DOCKER_BUILDKIT=1 (also for Podman, which builds it)",
+            )
+        return f"Docker {version or 'answers'}, BuildKit"
 
     def certificate() -> str:
         if not certificate_arn:
@@ -626,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--outputs-file", help="the JSON written by `cdk deploy --outputs-file`")
     source.add_argument("--url", help="service base URL; with no AWS options, only the HTTP checks run")
-    parser.add_argument("--profile", default=None, help="deployment profile whose stacks to check (dev, prod)")
+    parser.add_argument("--profile", default=None, help="deployment profile whose stacks to check (dev, lean, prod)")
     parser.add_argument("--region", help="AWS region (default: the environment's)")
     parser.add_argument("--token", help="API token (default: API_TOKEN, else the ApiTokenSecretArn secret)")
     parser.add_argument("--read-only", action="store_true", help="skip the write round trip (production)")

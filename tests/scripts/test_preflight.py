@@ -165,3 +165,21 @@ def test_cli_preflight_prints_the_table_and_exits_1_on_a_failure(account, capsys
     out = capsys.readouterr().out
     assert "preflight: cdk bootstrap" in out and "npx cdk bootstrap" in out
     assert "preflight: ecs service-linked role" in out
+
+
+@pytest.mark.parametrize(
+    ("version", "env", "result", "words"),
+    [
+        ("28.2.2", {}, "PASS", "BuildKit"),
+        ("28.2.2", {"DOCKER_BUILDKIT": "0"}, "FAIL", "legacy builder"),
+        ("20.10.24", {}, "FAIL", "needs BuildKit"),
+        ("20.10.24", {"DOCKER_BUILDKIT": "1"}, "PASS", "BuildKit"),
+    ],
+)
+def test_docker_must_build_with_buildkit(account, monkeypatch, version, env, result, words):
+    """service/Dockerfile cross-builds (arm64 on an x86 machine) only with BuildKit."""
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    row = preflight(account, docker=("echo", version))["docker"]
+    assert row.result == result and words in row.detail, row

@@ -26,8 +26,11 @@ def live_url(clean_db):
 
 
 @pytest.fixture
-def deployed(live_url, monkeypatch):
-    """The dev profile's resources in (emulated) AWS, as the three stacks create them."""
+def deployed(live_url, monkeypatch, request):
+    """The dev profile's resources in (emulated) AWS, as the three stacks create them (another
+    profile's with ``indirect`` parametrization: its stack names and Profile output)."""
+    profile = getattr(request, "param", "dev")
+    names = outputs.stack_names(profile)
     monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "2")  # moto starts no tasks unless told
     # Rotation invokes its Lambda; moto would need Docker for that, so it answers in-process.
     with mock_aws(config={"lambda": {"use_docker": False}}):
@@ -109,7 +112,7 @@ def deployed(live_url, monkeypatch):
         cw = session.client("cloudwatch")
         for alarm in ("ServerErrorRate", "LatencyP99", "UnhealthyHosts"):
             cw.put_metric_alarm(
-                AlarmName=f"{NAMES.service}-Monitoring{alarm}-ABC123",
+                AlarmName=f"{names.service}-Monitoring{alarm}-ABC123",
                 MetricName="x",
                 Namespace="AWS/ApplicationELB",
                 Statistic="Sum",
@@ -119,13 +122,13 @@ def deployed(live_url, monkeypatch):
                 ComparisonOperator="GreaterThanThreshold",
             )
         stack_outputs = {
-            NAMES.network: {outputs.VPC_ID: vpc},
-            NAMES.data: {
+            names.network: {outputs.VPC_ID: vpc},
+            names.data: {
                 outputs.DATABASE_INSTANCE_ID: "conv-db",
                 outputs.SCHEMA_VERSION: str(verify.expected_schema_version()),
                 **secret_arns,
             },
-            NAMES.service: {
+            names.service: {
                 outputs.SERVICE_URL: live_url,
                 outputs.CLUSTER_NAME: "conv-cluster",
                 outputs.SERVICE_NAME: "conv-service",
@@ -133,7 +136,7 @@ def deployed(live_url, monkeypatch):
                 outputs.LOG_GROUP_NAME: "conv-logs",
                 outputs.API_TOKEN_SECRET_ARN: token_arn,
                 outputs.DASHBOARD_NAME: "conv-dashboard",
-                outputs.PROFILE: "dev",
+                outputs.PROFILE: profile,
             },
         }
         cfn = session.client("cloudformation")
@@ -147,7 +150,14 @@ def deployed(live_url, monkeypatch):
                     }
                 ),
             )
-        yield {"session": session, "outputs": stack_outputs, "target_group": tg, "ec2": ec2, "vpc": vpc}
+        yield {
+            "session": session,
+            "outputs": stack_outputs,
+            "target_group": tg,
+            "ec2": ec2,
+            "vpc": vpc,
+            "profile": profile,
+        }
 
 
 def _rotation_lambda(session) -> str:
@@ -170,7 +180,8 @@ def _rotation_lambda(session) -> str:
 
 def run(deployed, *args: str) -> tuple[int, list[verify.Check]]:
     aws = verify.Aws(deployed["session"])
-    target = verify.Target(url="", profile="dev", stack_outputs=verify.load_stack_outputs(aws, "dev"))
+    profile = deployed["profile"]
+    target = verify.Target(url="", profile=profile, stack_outputs=verify.load_stack_outputs(aws, profile))
     target.url = target.output(outputs.SERVICE_URL) or ""
     secret = aws.client("secretsmanager").get_secret_value(SecretId=target.output(outputs.API_TOKEN_SECRET_ARN))
     target.token = secret["SecretString"]
@@ -200,6 +211,19 @@ def test_healthy_deployment_passes_every_check(deployed):
     ]
     assert "2/2 tasks running" in by_name(results)["aws: ecs service"].detail
     assert TOKEN not in table and "pw-master-0001" not in table
+
+
+@pytest.mark.parametrize("deployed", ["lean"], indirect=True)
+def test_a_lean_deployment_passes_every_check_with_the_script_unchanged(deployed, capsys, monkeypatch):
+    """The lean profile keeps every output the script reads (tests/infra/test_lean.py); found by
+    its stack names, its deployment passes as dev's does, from the command line too."""
+    code, results = run(deployed)
+    assert code == 0, verify.render_table(results)
+    assert len(results) == 10
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("API_TOKEN", raising=False)  # read from the lean stack's token secret
+    assert verify.main(["--profile", "lean", "--read-only"]) == 0
+    assert "9 passed, 0 failed" in capsys.readouterr().out
 
 
 def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(deployed, capsys, monkeypatch):
