@@ -92,7 +92,7 @@ deploy: $(STAMP) $(NODE_STAMP) preflight ## preflight, then deploy the three sta
 destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database is protected and snapshotted)
 	$(CDK) destroy --all $(CDK_ARGS)
 
-cost: $(STAMP) ## monthly cost of the dev and prod profiles from their templates (prices in scripts/prices.json)
+cost: $(STAMP) ## monthly cost of the dev, lean and prod profiles from their templates (prices in scripts/prices.json)
 	$(PY) scripts/estimate_cost.py
 
 bench: $(STAMP) $(WRK) ## the full benchmark (about 10 minutes), then a 3-minute soak; updates bench/README.md

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Monthly cost of a deployment profile, read from its synthesized templates.
 
-    python scripts/estimate_cost.py                 # dev and prod, synthesized in-process
+    python scripts/estimate_cost.py                 # dev, lean and prod, synthesized in-process
     python scripts/estimate_cost.py --profile prod --json
     python scripts/estimate_cost.py --cdk-out cdk.out  # templates already synthesized
 
@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from stacks.config import PROFILE_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = Path(__file__).resolve().parent / "prices.json"
@@ -45,6 +47,30 @@ def load_prices(path: Path = PRICES, overrides: Iterable[str] = ()) -> dict[str,
 
 def resources(templates: Iterable[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
     return [r for t in templates for r in t.get("Resources", {}).values() if r.get("Type") == type_]
+
+
+def _fargate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> tuple[float, float, str, bool]:
+    """(vCPU-hour price, GB-hour price, architecture, on Spot) of the service's tasks."""
+    (task,) = resources(templates, "AWS::ECS::TaskDefinition")
+    arch = task["Properties"].get("RuntimePlatform", {}).get("CpuArchitecture", "X86_64")
+    arm = arch == "ARM64"
+    vcpu_price = prices["fargate_arm_vcpu_hour"] if arm else prices["fargate_vcpu_hour"]
+    gb_price = prices["fargate_arm_gb_hour"] if arm else prices["fargate_gb_hour"]
+    spot = any(
+        item.get("CapacityProvider") == "FARGATE_SPOT" and item.get("Weight", 0) > 0
+        for service in resources(templates, "AWS::ECS::Service")
+        for item in service["Properties"].get("CapacityProviderStrategy", [])
+    )
+    if spot:
+        keep = 1 - prices["assumptions"]["fargate_spot_discount"]
+        vcpu_price, gb_price = vcpu_price * keep, gb_price * keep
+    return vcpu_price, gb_price, "arm64" if arm else "x86_64", spot
+
+
+def _alarm_metrics(alarm: dict[str, Any]) -> int:
+    """CloudWatch bills an alarm per metric it evaluates: a metric-math alarm counts each metric."""
+    metrics = alarm["Properties"].get("Metrics")
+    return sum(1 for m in metrics if "MetricStat" in m) if metrics else 1
 
 
 def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Line]:
@@ -77,42 +103,56 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         f"${prices['alb_hour']}/h",
         len(albs) * hours * prices["alb_hour"],
     )
+    # At light traffic the bytes a load balancer processes set its capacity units (1 LCU-hour per
+    # GB; 25 new connections/s would be another LCU, far above this traffic).
+    traffic_gb = usage["requests_per_month"] * usage["kb_per_request"] / 1e6
     add(
         "ALB capacity units",
-        f"{usage['alb_lcu_average']:g} LCU avg",
+        f"{traffic_gb:g} GB ({usage['requests_per_month'] / 1e6:g}M requests)",
         f"${prices['alb_lcu_hour']}/LCU-h",
-        len(albs) * usage["alb_lcu_average"] * hours * prices["alb_lcu_hour"],
+        len(albs) * traffic_gb * prices["alb_lcu_hour"],
     )
-    public_subnets = sum(
-        1 for s in resources(templates, "AWS::EC2::Subnet") if s["Properties"].get("MapPublicIpOnLaunch")
+    alb_nodes = (
+        sum(1 for s in resources(templates, "AWS::EC2::Subnet") if s["Properties"].get("MapPublicIpOnLaunch"))
+        if albs
+        else 0
     )
-    ips = nats + (public_subnets if albs else 0)
+    services = resources(templates, "AWS::ECS::Service")
+    public_tasks = sum(
+        int(s["Properties"].get("DesiredCount", 1))
+        for s in services
+        if s["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"].get("AssignPublicIp") == "ENABLED"
+    )
+    ips = nats + alb_nodes + public_tasks
     add(
-        "Public IPv4 addresses (NAT, ALB nodes)",
+        "Public IPv4 addresses (NAT, ALB nodes, tasks)",
         f"{ips} x {hours} h",
         f"${prices['public_ipv4_hour']}/h",
         ips * hours * prices["public_ipv4_hour"],
     )
 
     tasks = 0
-    for service in resources(templates, "AWS::ECS::Service"):
-        count = int(service["Properties"].get("DesiredCount", 1))
-        tasks += count
+    if services:
+        vcpu_price, gb_price, arch, spot = _fargate(templates, prices)
         (task,) = resources(templates, "AWS::ECS::TaskDefinition")
         vcpu = int(task["Properties"]["Cpu"]) / 1024
         gb = int(task["Properties"]["Memory"]) / 1024
-        add(
-            "Fargate vCPU",
-            f"{count} task x {vcpu:g} vCPU x {hours} h",
-            f"${prices['fargate_vcpu_hour']}/vCPU-h",
-            count * vcpu * hours * prices["fargate_vcpu_hour"],
-        )
-        add(
-            "Fargate memory",
-            f"{count} task x {gb:g} GB x {hours} h",
-            f"${prices['fargate_gb_hour']}/GB-h",
-            count * gb * hours * prices["fargate_gb_hour"],
-        )
+        kind = f"Fargate{' Spot' if spot else ''} {arch}"
+        for service in services:
+            count = int(service["Properties"].get("DesiredCount", 1))
+            tasks += count
+            add(
+                f"{kind} vCPU",
+                f"{count} task x {vcpu:g} vCPU x {hours} h",
+                f"${vcpu_price:.5f}/vCPU-h",
+                count * vcpu * hours * vcpu_price,
+            )
+            add(
+                f"{kind} memory",
+                f"{count} task x {gb:g} GB x {hours} h",
+                f"${gb_price:.5f}/GB-h",
+                count * gb * hours * gb_price,
+            )
 
     for db in resources(templates, "AWS::RDS::DBInstance"):
         props = db["Properties"]
@@ -140,7 +180,7 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         beyond = max(0.0, backup_gb - storage)
         add(
             "RDS backups beyond the free allowance",
-            f"{beyond:.0f} GB ({retention} days)",
+            f"{beyond:.0f} GB ({retention} day{'s' if retention != 1 else ''})",
             f"${prices['rds_backup_gb_month']}/GB-mo",
             beyond * prices["rds_backup_gb_month"],
         )
@@ -168,28 +208,96 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
     add("Secrets Manager secrets", str(secrets), f"${prices['secret_month']}/mo", secrets * prices["secret_month"])
     keys = len(resources(templates, "AWS::KMS::Key"))
     add("KMS keys", str(keys), f"${prices['kms_key_month']}/mo", keys * prices["kms_key_month"])
-    alarms = len(resources(templates, "AWS::CloudWatch::Alarm"))
+    out_gb = max(0.0, traffic_gb - prices["data_transfer_out_free_gb"])
     add(
-        "CloudWatch alarms",
-        str(alarms),
-        f"${prices['cloudwatch_alarm_month']}/mo",
-        alarms * prices["cloudwatch_alarm_month"],
+        f"Data transfer out (past the first {prices['data_transfer_out_free_gb']} GB)",
+        f"{out_gb:g} GB",
+        f"${prices['data_transfer_out_gb']}/GB",
+        out_gb * prices["data_transfer_out_gb"],
     )
+    lines.extend(_cloudwatch(templates, prices, tasks=tasks))
+    return lines
+
+
+def _cloudwatch(templates: list[dict[str, Any]], prices: dict[str, Any], *, tasks: int) -> list[Line]:
+    """Alarms, dashboards, Container Insights, log ingestion and storage; then the free tier."""
+    usage = prices["assumptions"]
+    free = prices["cloudwatch_free_tier"]
+    lines: list[Line] = []
+    alarm_metrics = sum(_alarm_metrics(a) for a in resources(templates, "AWS::CloudWatch::Alarm"))
     dashboards = len(resources(templates, "AWS::CloudWatch::Dashboard"))
-    add(
-        "CloudWatch dashboards",
-        str(dashboards),
-        f"${prices['cloudwatch_dashboard_month']}/mo",
-        dashboards * prices["cloudwatch_dashboard_month"],
+    insights_clusters = [
+        c
+        for c in resources(templates, "AWS::ECS::Cluster")
+        if {"Name": "containerInsights", "Value": "enabled"} in c["Properties"].get("ClusterSettings", [])
+    ]
+    services = len(resources(templates, "AWS::ECS::Service")) if insights_clusters else 0
+    insights_metrics = services * usage["container_insights_metrics_per_service"]
+    flows = [f["Properties"].get("TrafficType") for f in resources(templates, "AWS::EC2::FlowLog")]
+    flow_gb = sum(usage["flow_log_reject_gb_month" if t == "REJECT" else "flow_log_gb_month"] for t in flows)
+    insights_gb = tasks * usage["container_insights_gb_month_per_task"] if insights_clusters else 0.0
+    log_gb = tasks * usage["log_gb_month_per_task"] + flow_gb + usage["rds_log_gb_month"] + insights_gb
+    # Steady state: a month's logs times the months they are kept.
+    retention_days = max(
+        (g["Properties"].get("RetentionInDays", 3653) for g in resources(templates, "AWS::Logs::LogGroup")),
+        default=30,
     )
-    flow = len(resources(templates, "AWS::EC2::FlowLog"))
-    log_gb = tasks * usage["log_gb_month_per_task"] + flow * usage["flow_log_gb_month"] + usage["rds_log_gb_month"]
-    add(
-        "CloudWatch Logs ingestion",
-        f"{log_gb:g} GB (service, flow logs, RDS)",
-        f"${prices['cloudwatch_logs_ingest_gb']}/GB",
-        log_gb * prices["cloudwatch_logs_ingest_gb"],
-    )
+    stored_gb = log_gb * retention_days / 30
+    charges = [
+        (
+            "CloudWatch alarms",
+            f"{alarm_metrics} alarm metrics",
+            prices["cloudwatch_alarm_month"],
+            alarm_metrics,
+            free["alarm_metrics"],
+        ),
+        (
+            "CloudWatch dashboards",
+            str(dashboards),
+            prices["cloudwatch_dashboard_month"],
+            dashboards,
+            free["dashboards"],
+        ),
+        (
+            "Container Insights metrics",
+            f"{insights_metrics:g} metrics",
+            prices["cloudwatch_custom_metric_month"],
+            insights_metrics,
+            free["custom_metrics"],
+        ),
+        (
+            "CloudWatch Logs ingestion",
+            f"{log_gb:g} GB (service, flow logs, RDS{', insights' if insights_gb else ''})",
+            prices["cloudwatch_logs_ingest_gb"],
+            log_gb,
+            free["logs_gb"],
+        ),
+        (
+            "CloudWatch Logs storage",
+            f"{stored_gb:.1f} GB ({retention_days} days kept)",
+            prices["cloudwatch_logs_store_gb_month"],
+            stored_gb,
+            0,
+        ),
+    ]
+    credit = 0.0
+    logs_left = float(free["logs_gb"])  # one allowance for ingestion and storage together
+    for item, quantity, unit_price, amount, allowance in charges:
+        if amount <= 0:
+            continue
+        lines.append(
+            Line(item, quantity, f"${unit_price:g}/{'GB' if 'GB' in quantity else 'mo'}", round(amount * unit_price, 2))
+        )
+        if item.startswith("CloudWatch Logs"):
+            covered = min(amount, logs_left)
+            logs_left -= covered
+        else:
+            covered = min(amount, allowance)
+        credit += covered * unit_price
+    if usage["use_free_tier"] and credit > 0:
+        lines.append(
+            Line("CloudWatch free tier (per account)", "alarms, dashboards, metrics, 5 GB logs", "", -round(credit, 2))
+        )
     return lines
 
 
@@ -201,24 +309,28 @@ class PerRequest:
     task_vcpu: float
     compute: float
     load_balancer: float
+    data_out: float
+    """Past the first 100 GB a month (the estimate's own traffic stays within them at light use)."""
     fixed_capacity_millions: float
 
     @property
     def total(self) -> float:
-        return self.compute + self.load_balancer
+        return self.compute + self.load_balancer + self.data_out
 
 
 def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]) -> PerRequest:
-    """Fargate time and load-balancer LCUs for a million requests, with each vCPU serving
-    stacks.config.HTTP_RPS_PER_CORE requests/s (the recorded benchmark run) and each request
-    moving ``kb_per_request`` KB through the load balancer (1 LCU-hour per GB processed); and
-    how many million requests a month the profile's fixed tasks serve at that rate."""
+    """Fargate time, load-balancer LCUs and data out for a million requests, with each vCPU
+    serving stacks.config.HTTP_RPS_PER_CORE requests/s (the recorded benchmark run; Graviton
+    assumed equal per vCPU) and each request moving ``kb_per_request`` KB through the load
+    balancer (1 LCU-hour per GB processed) and out to the internet; and how many million
+    requests a month the profile's fixed tasks serve at that rate."""
     from stacks.config import HTTP_RPS_PER_CORE
 
     (task,) = resources(templates, "AWS::ECS::TaskDefinition")
     vcpu = int(task["Properties"]["Cpu"]) / 1024
     gb = int(task["Properties"]["Memory"]) / 1024
-    task_hour = vcpu * prices["fargate_vcpu_hour"] + gb * prices["fargate_gb_hour"]
+    vcpu_price, gb_price, _, _ = _fargate(templates, prices)
+    task_hour = vcpu * vcpu_price + gb * gb_price
     requests_per_task_hour = HTTP_RPS_PER_CORE * vcpu * 3600
     # A million requests of N KB each move N GB.
     processed_gb = prices["assumptions"]["kb_per_request"]
@@ -228,6 +340,7 @@ def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]
         task_vcpu=vcpu,
         compute=1e6 / requests_per_task_hour * task_hour,
         load_balancer=processed_gb * prices["alb_lcu_hour"],
+        data_out=processed_gb * prices["data_transfer_out_gb"],
         fixed_capacity_millions=tasks * requests_per_task_hour * prices["hours_per_month"] / 1e6,
     )
 
@@ -251,20 +364,31 @@ def synthesize(profile: str) -> list[dict[str, Any]]:
     return [stack.template for stack in app.synth().stacks]
 
 
+def total(lines: list[Line]) -> float:
+    return round(sum(x.monthly for x in lines), 2)
+
+
 def render(profile: str, lines: list[Line], prices: dict[str, Any], traffic: PerRequest | None = None) -> str:
     width = max(len(line.item) for line in lines)
     qty = max(len(line.quantity) for line in lines)
     out = [f"{profile} profile, {prices['region']}, prices as of {prices['as_of']} (USD per month)"]
     for line in lines:
         out.append(f"  {line.item:<{width}}  {line.quantity:<{qty}}  {line.unit_price:>16}  {line.monthly:>9.2f}")
-    out.append(f"  {'Total':<{width}}  {'':<{qty}}  {'':>16}  {sum(x.monthly for x in lines):>9.2f}")
-    if traffic is not None:
+    out.append(f"  {'Total':<{width}}  {'':<{qty}}  {'':>16}  {total(lines):>9.2f}")
+    credit = -sum(x.monthly for x in lines if x.monthly < 0)
+    if credit:
         out.append(
-            f"  Per million requests: ${traffic.total:.3f} (Fargate ${traffic.compute:.3f} at"
-            f" {traffic.rps_per_vcpu} requests/s per vCPU, the benchmark's figure; load balancer"
-            f" ${traffic.load_balancer:.3f} for {prices['assumptions']['kb_per_request']:g} KB a request)."
-            f" The total above already serves up to {traffic.fixed_capacity_millions:,.0f} million"
-            " requests a month on its tasks; past that, autoscaling adds tasks at this rate."
+            f"  Without CloudWatch's free tier (an account that already uses it elsewhere): {total(lines) + credit:.2f}"
+        )
+    if traffic is not None:
+        usage = prices["assumptions"]
+        out.append(
+            f"  The total is for {usage['requests_per_month'] / 1e6:g} million requests a month"
+            f" ({usage['kb_per_request']:g} KB each). Each further million adds ${traffic.total:.2f}:"
+            f" Fargate ${traffic.compute:.3f} (at {traffic.rps_per_vcpu} requests/s per vCPU, the benchmark's"
+            f" figure), load balancer ${traffic.load_balancer:.3f}, data out ${traffic.data_out:.2f} (past the"
+            f" first {prices['data_transfer_out_free_gb']} GB a month). The tasks above serve up to"
+            f" {traffic.fixed_capacity_millions:,.0f} million requests a month; past that, autoscaling adds tasks."
         )
     return "\n".join(out)
 
@@ -272,7 +396,10 @@ def render(profile: str, lines: list[Line], prices: dict[str, Any], traffic: Per
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--profile", action="append", choices=["dev", "prod"], help="profile to estimate (repeatable; default both)"
+        "--profile",
+        action="append",
+        choices=list(PROFILE_DEFAULTS),
+        help="profile to estimate (repeatable; default all three)",
     )
     parser.add_argument("--cdk-out", type=Path, help="read *.template.json from this directory instead of synthesizing")
     parser.add_argument(
@@ -294,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         report["templates"] = estimate(templates, prices)
         traffic["templates"] = per_million_requests(templates, prices)
     else:
-        for profile in args.profile or ["dev", "prod"]:
+        for profile in args.profile or list(PROFILE_DEFAULTS):
             templates = synthesize(profile)
             report[profile] = estimate(templates, prices)
             traffic[profile] = per_million_requests(templates, prices)
@@ -307,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                     "profiles": {
                         k: {
                             "lines": [asdict(x) for x in v],
-                            "total": round(sum(x.monthly for x in v), 2),
+                            "total": total(v),
                             "per_million_requests": asdict(traffic[k]) | {"total": round(traffic[k].total, 4)},
                         }
                         for k, v in report.items()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -40,15 +39,34 @@ def test_prod_costs_more_for_the_reasons_it_should(dev, prod):
     assert prod_total > 3 * dev_total
 
 
+def readme_cost_row(readme: str, label: str) -> dict[str, str]:
+    """One row of the README's cost table, by profile (the header names the columns)."""
+    header = next(line for line in readme.splitlines() if line.startswith("| | **dev** |"))
+    row = next(line for line in readme.splitlines() if line.startswith(f"| {label} |"))
+    profiles = [c.strip().strip("*") for c in header.strip("|").split("|")][1:]
+    cells = [c.strip().strip("*") for c in row.strip("|").split("|")][1:]
+    return dict(zip(profiles, cells, strict=True))
+
+
 def test_readme_quotes_the_current_totals():
     report = json.loads(_run(["--json"]))
     readme = (ROOT / "README.md").read_text()
+    totals_row = readme_cost_row(readme, "Monthly total")
+    without_row = readme_cost_row(readme, "Without CloudWatch's free tier")
+    further_row = readme_cost_row(readme, "Each further million requests")
     for profile in ("dev", "lean", "prod"):
-        total = report["profiles"][profile]["total"]
-        assert re.search(rf"\*\*{profile}\*\*[^\n]*\*\*\${total:,.2f}\*\*", readme), (
-            f"README's {profile} total is not ${total:,.2f}: update the cost section"
-        )
+        entry = report["profiles"][profile]
+        assert totals_row[profile] == f"${entry['total']:,.2f}", f"README's {profile} total: update the cost section"
+        credit = -sum(line["monthly"] for line in entry["lines"] if line["monthly"] < 0)
+        assert without_row[profile] == f"${entry['total'] + credit:,.2f}"
+        assert further_row[profile] == f"${entry['per_million_requests']['total']:,.2f}"
     assert report["prices_as_of"] in readme
+    # The lean price without Spot, quoted where the README says what lean rests on.
+    from tests.infra.conftest import synthesize
+
+    on_demand = synthesize("lean", fargateSpot="false")
+    _, on_demand_total = totals(on_demand)
+    assert f"`-c fargateSpot=false`: ${on_demand_total:,.2f}" in readme
 
 
 def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean, dev):
