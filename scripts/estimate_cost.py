@@ -49,11 +49,28 @@ def resources(templates: Iterable[dict[str, Any]], type_: str) -> list[dict[str,
     return [r for t in templates for r in t.get("Resources", {}).values() if r.get("Type") == type_]
 
 
-def _fargate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> tuple[float, float, str, bool]:
-    """(vCPU-hour price, GB-hour price, architecture, on Spot) of the service's tasks."""
+@dataclass
+class Task:
+    """The service's task as priced: its size, its architecture, Spot or not, and the hourly
+    prices that follow from those."""
+
+    vcpu: float
+    gb: float
+    arch: str
+    spot: bool
+    vcpu_price: float
+    gb_price: float
+
+    @property
+    def hourly(self) -> float:
+        return self.vcpu * self.vcpu_price + self.gb * self.gb_price
+
+
+def fargate_task(templates: list[dict[str, Any]], prices: dict[str, Any]) -> Task:
+    """The one task definition, priced by architecture, less the Spot discount when a service
+    runs it on FARGATE_SPOT."""
     (task,) = resources(templates, "AWS::ECS::TaskDefinition")
-    arch = task["Properties"].get("RuntimePlatform", {}).get("CpuArchitecture", "X86_64")
-    arm = arch == "ARM64"
+    arm = task["Properties"].get("RuntimePlatform", {}).get("CpuArchitecture", "X86_64") == "ARM64"
     vcpu_price = prices["fargate_arm_vcpu_hour"] if arm else prices["fargate_vcpu_hour"]
     gb_price = prices["fargate_arm_gb_hour"] if arm else prices["fargate_gb_hour"]
     spot = any(
@@ -61,10 +78,15 @@ def _fargate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> tuple[f
         for service in resources(templates, "AWS::ECS::Service")
         for item in service["Properties"].get("CapacityProviderStrategy", [])
     )
-    if spot:
-        keep = 1 - prices["assumptions"]["fargate_spot_discount"]
-        vcpu_price, gb_price = vcpu_price * keep, gb_price * keep
-    return vcpu_price, gb_price, "arm64" if arm else "x86_64", spot
+    keep = 1 - prices["assumptions"]["fargate_spot_discount"] if spot else 1.0
+    return Task(
+        vcpu=int(task["Properties"]["Cpu"]) / 1024,
+        gb=int(task["Properties"]["Memory"]) / 1024,
+        arch="arm64" if arm else "x86_64",
+        spot=spot,
+        vcpu_price=vcpu_price * keep,
+        gb_price=gb_price * keep,
+    )
 
 
 def _alarm_metrics(alarm: dict[str, Any]) -> int:
@@ -133,25 +155,22 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
 
     tasks = 0
     if services:
-        vcpu_price, gb_price, arch, spot = _fargate(templates, prices)
-        (task,) = resources(templates, "AWS::ECS::TaskDefinition")
-        vcpu = int(task["Properties"]["Cpu"]) / 1024
-        gb = int(task["Properties"]["Memory"]) / 1024
-        kind = f"Fargate{' Spot' if spot else ''} {arch}"
+        task = fargate_task(templates, prices)
+        kind = f"Fargate{' Spot' if task.spot else ''} {task.arch}"
         for service in services:
             count = int(service["Properties"].get("DesiredCount", 1))
             tasks += count
             add(
                 f"{kind} vCPU",
-                f"{count} task x {vcpu:g} vCPU x {hours} h",
-                f"${vcpu_price:.5f}/vCPU-h",
-                count * vcpu * hours * vcpu_price,
+                f"{count} task x {task.vcpu:g} vCPU x {hours} h",
+                f"${task.vcpu_price:.5f}/vCPU-h",
+                count * task.vcpu * hours * task.vcpu_price,
             )
             add(
                 f"{kind} memory",
-                f"{count} task x {gb:g} GB x {hours} h",
-                f"${gb_price:.5f}/GB-h",
-                count * gb * hours * gb_price,
+                f"{count} task x {task.gb:g} GB x {hours} h",
+                f"${task.gb_price:.5f}/GB-h",
+                count * task.gb * hours * task.gb_price,
             )
 
     for db in resources(templates, "AWS::RDS::DBInstance"):
@@ -326,19 +345,15 @@ def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]
     requests a month the profile's fixed tasks serve at that rate."""
     from stacks.config import HTTP_RPS_PER_CORE
 
-    (task,) = resources(templates, "AWS::ECS::TaskDefinition")
-    vcpu = int(task["Properties"]["Cpu"]) / 1024
-    gb = int(task["Properties"]["Memory"]) / 1024
-    vcpu_price, gb_price, _, _ = _fargate(templates, prices)
-    task_hour = vcpu * vcpu_price + gb * gb_price
-    requests_per_task_hour = HTTP_RPS_PER_CORE * vcpu * 3600
+    task = fargate_task(templates, prices)
+    requests_per_task_hour = HTTP_RPS_PER_CORE * task.vcpu * 3600
     # A million requests of N KB each move N GB.
     processed_gb = prices["assumptions"]["kb_per_request"]
     tasks = sum(int(s["Properties"].get("DesiredCount", 1)) for s in resources(templates, "AWS::ECS::Service"))
     return PerRequest(
         rps_per_vcpu=HTTP_RPS_PER_CORE,
-        task_vcpu=vcpu,
-        compute=1e6 / requests_per_task_hour * task_hour,
+        task_vcpu=task.vcpu,
+        compute=1e6 / requests_per_task_hour * task.hourly,
         load_balancer=processed_gb * prices["alb_lcu_hour"],
         data_out=processed_gb * prices["data_transfer_out_gb"],
         fixed_capacity_millions=tasks * requests_per_task_hour * prices["hours_per_month"] / 1e6,

@@ -395,6 +395,4 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
             f"context 'memoryMiB' {config.memory_mib} is not valid with cpu {config.cpu} "
             f"(Fargate allows {allowed.start}-{allowed.stop - 1} in steps of {allowed.step})"
         )
-    if config.secrets_endpoint_azs is not None and config.secrets_endpoint_azs > config.max_azs:
-        config = replace(config, secrets_endpoint_azs=config.max_azs)
     return config

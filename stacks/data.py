@@ -98,8 +98,7 @@ class Database(Construct):
         assert isinstance(master_cfn, cdk.CfnResource)
         master_cfn.apply_removal_policy(keep)
         self.master_secret_resource = master_cfn
-        rotation_subnets = LAMBDA_SUBNETS
-        self.instance.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets)
+        self.instance.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=LAMBDA_SUBNETS)
         # The service's own login. The schema custom resource creates the role with this
         # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
         app_secret = rds.DatabaseSecret(self, "AppSecret", username=APP_USER, master_secret=self.master_secret)
@@ -112,7 +111,7 @@ class Database(Construct):
             "AppSecretRotation",
             secret=self.app_secret,
             automatically_after=cdk.Duration.days(30),
-            vpc_subnets=rotation_subnets,
+            vpc_subnets=LAMBDA_SUBNETS,
         )
 
 

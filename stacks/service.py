@@ -56,12 +56,7 @@ class ConversationService(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         insights = ecs.ContainerInsights.ENABLED if config.container_insights else ecs.ContainerInsights.DISABLED
-        self.cluster = ecs.Cluster(
-            self,
-            "Cluster",
-            vpc=vpc,
-            container_insights_v2=insights,
-        )
+        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=insights)
         self.api_token = secretsmanager.Secret(
             self,
             "ApiToken",

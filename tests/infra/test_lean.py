@@ -29,6 +29,12 @@ def subnet_ids_of(template, group: str) -> set[str]:
     }
 
 
+def imported_subnet(ref: dict) -> str:
+    """The Network stack's subnet logical id behind a cross-stack import: aws-cdk-lib names the
+    export "<stack>:ExportsOutputRef<logical id><8-character hash>"."""
+    return ref["Fn::ImportValue"].split("ExportsOutputRef")[1][:-8]
+
+
 def test_no_nat_and_only_the_public_subnets_route_out(lean, dev):
     lean.network.resource_count_is("AWS::EC2::NatGateway", 0)
     lean.network.resource_count_is("AWS::EC2::EIP", 0)
@@ -52,9 +58,7 @@ def test_tasks_run_in_the_public_subnets_with_a_public_address(lean, dev):
     service = only(lean.service, "AWS::ECS::Service")["Properties"]
     network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "ENABLED"
-    assert {ref["Fn::ImportValue"].split("OutputRef")[1][:24] for ref in network["Subnets"]} == {
-        lid[:24] for lid in subnet_ids_of(lean.network, "Public")
-    }
+    assert {imported_subnet(ref) for ref in network["Subnets"]} == subnet_ids_of(lean.network, "Public")
     dev_network = only(dev.service, "AWS::ECS::Service")["Properties"]["NetworkConfiguration"]
     assert dev_network["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
 
@@ -116,18 +120,18 @@ def test_one_secrets_manager_interface_in_an_isolated_subnet_serves_the_lambdas(
     ]
     assert [(r["CidrIp"], r["FromPort"]) for r in sg["SecurityGroupIngress"]] == [(VPC_CIDR, 443)]
     # The schema Lambda and both rotation functions sit in the isolated Private subnets.
-    private = {lid[:30] for lid in subnet_ids_of(lean.network, "Private")}
+    private = subnet_ids_of(lean.network, "Private")
     (schema,) = [
         f["Properties"]
         for f in resources(lean.data, "AWS::Lambda::Function").values()
         if f["Properties"].get("Handler") == "conversations.cfn_handler.handler"
     ]
-    assert {ref["Fn::ImportValue"].split("OutputRef")[1][:30] for ref in schema["VpcConfig"]["SubnetIds"]} == private
+    assert {imported_subnet(ref) for ref in schema["VpcConfig"]["SubnetIds"]} == private
     rotations = resources(lean.data, "AWS::Serverless::Application")
     assert len(rotations) == 2
     for app in rotations.values():
         joined = app["Properties"]["Parameters"]["vpcSubnetIds"]["Fn::Join"][1]
-        assert {ref["Fn::ImportValue"].split("OutputRef")[1][:30] for ref in joined if isinstance(ref, dict)} == private
+        assert {imported_subnet(ref) for ref in joined if isinstance(ref, dict)} == private
 
 
 def test_graviton_tasks_on_spot_after_the_capacity_provider_association(lean, dev):
@@ -149,10 +153,13 @@ def test_monitoring_and_backups_trimmed(lean, dev):
     cluster = only(lean.service, "AWS::ECS::Cluster")["Properties"]
     assert cluster["ClusterSettings"] == [{"Name": "containerInsights", "Value": "disabled"}]
     assert only(lean.data, "AWS::RDS::DBInstance")["Properties"]["BackupRetentionPeriod"] == 1
-    alarms = lambda synth: {  # noqa: E731
-        a["Properties"]["AlarmDescription"].split(":")[0]
-        for a in resources(synth.service, "AWS::CloudWatch::Alarm").values()
-    }
+
+    def alarms(synth):
+        return {
+            a["Properties"]["AlarmDescription"].split(":")[0]
+            for a in resources(synth.service, "AWS::CloudWatch::Alarm").values()
+        }
+
     gone = alarms(dev) - alarms(lean)
     assert len(gone) == 1 and "Fewer tasks running than desired" in gone.pop()
     assert any("No healthy target" in a for a in alarms(lean))
