@@ -47,7 +47,7 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
         names.service,
         config=config,
         vpc=network.vpc,
-        database=data.database.instance,
+        database=data.database,
         app_secret=data.database.app_secret,
         alarm_topic=data.alarms,
         env=env,

@@ -84,11 +84,12 @@ def from_database_url(url: str) -> PostgresServer:
     )
 
 
-def start_embedded_server(base: Path, *, durable: bool = False) -> PostgresServer:
+def start_embedded_server(base: Path, *, durable: bool = False, primary: bool = False) -> PostgresServer:
     """initdb a fresh cluster under ``base`` and start it on a free loopback port.
 
     Tests run without fsync (fast, disposable); ``durable=True`` keeps PostgreSQL's default
-    durability (fsync, synchronous commit), as the benchmarks need."""
+    durability (fsync, synchronous commit), as the benchmarks need. ``primary=True`` keeps
+    full-page writes on, which a streaming standby's base backup needs (start_standby)."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
     run_as = None
@@ -136,7 +137,9 @@ def start_embedded_server(base: Path, *, durable: bool = False) -> PostgresServe
             "max_connections = 200\n"
         )
         if not durable:
-            conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+            conf.write("fsync = off\nsynchronous_commit = off\n")
+            if not primary:
+                conf.write("full_page_writes = off\n")
         else:
             # PostgreSQL 18's I/O workers (io_method=worker, its default) compete with the service and
             # the load generator for this machine's two cores and tripled the HTTP step's p99 (38 ms
@@ -145,6 +148,53 @@ def start_embedded_server(base: Path, *, durable: bool = False) -> PostgresServe
     server = PostgresServer("127.0.0.1", port, SUPERUSER, password, data_dir, run_as, POSTGRES_BIN_PATH)
     server.start()
     return server
+
+
+def start_standby(primary: PostgresServer, base: Path) -> PostgresServer:
+    """A physical streaming standby of ``primary`` (started with ``primary=True``) under
+    ``base``, on a free loopback port: ``pg_basebackup -R`` writes ``standby.signal`` and the
+    connection back to the primary, as an RDS read replica is made. Read-only (hot standby);
+    its superuser may pause and resume replay (``pg_wal_replay_pause()``) to make lag."""
+    assert primary.managed and primary._bin is not None, "a standby needs a primary started here"
+    data_dir = base / "pgdata"
+    base.mkdir(parents=True, exist_ok=True)
+    if primary._run_as is not None:
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+        entry = ensure_user_exists(primary._run_as)
+        assert entry is not None
+        ensure_prefix_permissions(base)
+        os.chown(base, entry.pw_uid, entry.pw_gid)
+    subprocess.run(  # noqa: S603 - the package's own pg_basebackup, fixed arguments
+        [
+            str(primary._bin / "pg_basebackup"),
+            "-h",
+            primary.host,
+            "-p",
+            str(primary.port),
+            "-U",
+            primary.superuser,
+            "-D",
+            str(data_dir),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        user=primary._run_as,
+        env={**os.environ, "PGPASSWORD": primary.superuser_password},
+    )
+    port = free_port()
+    with (data_dir / "postgresql.conf").open("a") as conf:
+        conf.write(f"\nport = {port}\nunix_socket_directories = '{data_dir}'\nhot_standby = on\n")
+    standby = PostgresServer(
+        primary.host, port, primary.superuser, primary.superuser_password, data_dir, primary._run_as, primary._bin
+    )
+    standby.start()
+    return standby
 
 
 def remove(server: PostgresServer) -> None:

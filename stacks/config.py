@@ -58,6 +58,15 @@ class DeploymentConfig:
     flow_logs: str
     """"all" or "reject": which traffic the VPC flow logs record."""
     # database
+    database: str
+    """"instance" (RDS for PostgreSQL) or "aurora-serverless-v2" (an Aurora PostgreSQL cluster)."""
+    min_acu: float
+    """Aurora Serverless v2: the least capacity per instance; 0 lets an idle cluster pause."""
+    max_acu: float
+    readers: int
+    """Read replicas (instance) or reader instances (Aurora) for list, search and similar."""
+    rds_proxy: bool
+    """The service connects through RDS Proxy (the writer; and Aurora's readers, by a read-only endpoint)."""
     db_instance_class: str
     db_multi_az: bool
     db_allocated_storage_gib: int
@@ -105,6 +114,15 @@ class DeploymentConfig:
         return self.azs[: self.secrets_endpoint_azs or len(self.azs)]
 
     @property
+    def aurora(self) -> bool:
+        return self.database == AURORA
+
+    @property
+    def auto_pause(self) -> bool:
+        """An Aurora cluster that scales to zero when idle (minAcu 0)."""
+        return self.aurora and self.min_acu == 0
+
+    @property
     def retain_logs(self) -> bool:
         """Prod keeps its log groups (and their history) when a stack is deleted."""
         return self.is_prod
@@ -126,7 +144,18 @@ class DeploymentConfig:
         return self.availability_zones[: self.max_azs]
 
 
+INSTANCE = "instance"
+AURORA = "aurora-serverless-v2"
+MAX_ACU = 256  # Aurora Serverless v2's largest capacity per instance (recent versions)
+MAX_READERS = 5
+
 _DEV: dict[str, Any] = dict(
+    database=INSTANCE,
+    # Aurora only: dev and lean pause when idle; prod keeps 2 ACUs (about 4 GiB) warm.
+    min_acu=0.0,
+    max_acu=4.0,
+    readers=0,
+    rds_proxy=False,
     max_azs=2,
     nat_gateways=1,
     secrets_endpoint_azs=None,
@@ -161,6 +190,8 @@ _PROD: dict[str, Any] = {
     **_DEV,
     "max_azs": 3,
     "nat_gateways": 3,
+    "min_acu": 2.0,
+    "max_acu": 16.0,
     "db_instance_class": "m7g.large",
     "db_multi_az": True,
     "db_allocated_storage_gib": 100,
@@ -270,6 +301,26 @@ def _choice(*allowed: str) -> Callable[[str, Any], str]:
 
 
 _key("taskArchitecture", "task_architecture")(_choice("x86_64", "arm64"))
+_key("database", "database")(_choice(INSTANCE, AURORA))
+_key("readers", "readers")(lambda k, v: _int(k, v, 0, MAX_READERS))
+_key("rdsProxy", "rds_proxy")(_bool)
+
+
+def _acu(lo: float) -> Callable[[str, Any], float]:
+    def parse(key: str, raw: Any) -> float:
+        try:
+            value = float(str(raw))
+        except ValueError:
+            raise ConfigError(f"context '{key}' must be a number of ACUs, got {raw!r}") from None
+        if not lo <= value <= MAX_ACU or value * 2 != int(value * 2):
+            raise ConfigError(f"context '{key}' must be between {lo:g} and {MAX_ACU} in steps of 0.5, got {raw!r}")
+        return value
+
+    return parse
+
+
+_key("minAcu", "min_acu")(_acu(0))
+_key("maxAcu", "max_acu")(_acu(1))
 _key("flowLogs", "flow_logs")(_choice("all", "reject"))
 MAX_AZS = 3
 _key("maxAzs", "max_azs")(lambda k, v: _int(k, v, 2, MAX_AZS))
@@ -357,6 +408,10 @@ def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> Deploymen
                     raise ConfigError(f"{exc} (set at the first deploy only: {CREATE_TIME_ONLY[key]})") from None
                 raise
     config = DeploymentConfig(profile=profile, account=env.get("CDK_DEFAULT_ACCOUNT") or None, region=region, **values)
+    if not config.aurora:
+        given = [key for key in ("minAcu", "maxAcu") if context.get(key) not in (None, "")]
+        if given:
+            raise ConfigError(f"context {', '.join(repr(k) for k in given)} applies only with -c database={AURORA}")
     return _check(config)
 
 
@@ -366,6 +421,7 @@ CREATE_TIME_ONLY = {
     "availabilityZones": "subnets are placed in these zones; other zones mean new subnets for the database",
     "maxAzs": "may grow up to 3 (the layout reserves room), never shrink: the database and tasks use those subnets",
     "embeddingDimension": "the embedding column's type is fixed by the first migration",
+    "database": "moving between an RDS instance and Aurora is a new database: migrate the data (README, Scaling)",
 }
 
 
@@ -380,6 +436,8 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
         raise ConfigError(f"maxAzs {config.max_azs} needs that many availabilityZones")
     if config.nat_gateways > config.max_azs:
         config = replace(config, nat_gateways=config.max_azs)
+    if config.min_acu > config.max_acu:
+        raise ConfigError(f"minAcu ({config.min_acu:g}) must not be larger than maxAcu ({config.max_acu:g})")
     if config.db_max_allocated_storage_gib <= config.db_allocated_storage_gib:
         raise ConfigError("dbMaxAllocatedStorage must be larger than dbAllocatedStorage (storage autoscaling)")
     if not config.min_tasks <= config.desired_count <= config.max_tasks:

@@ -23,7 +23,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import custom_resources as cr
-from constructs import Construct, IDependable
+from constructs import Construct, IConstruct, IDependable
 
 from .network import LAMBDA_SUBNETS
 from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, retention
@@ -124,7 +124,8 @@ class SchemaMigrations(Construct):
         construct_id: str,
         *,
         vpc: ec2.IVpc,
-        database: rds.DatabaseInstance,
+        database: rds.DatabaseInstance | rds.DatabaseCluster,
+        database_resources: Sequence[IConstruct],
         secrets_endpoint: ec2.InterfaceVpcEndpoint,
         master_secret: secretsmanager.ISecret,
         app_secret: secretsmanager.ISecret,
@@ -201,9 +202,10 @@ class SchemaMigrations(Construct):
             removal_policy=cdk.RemovalPolicy.DESTROY,  # Delete is a no-op on the data
         )
         # Everything the handler needs to reach the database exists before it runs and is
-        # removed only after it: the instance, its ingress rule, the endpoint, the routes.
+        # removed only after it: the instance (or the cluster and its instances), its ingress
+        # rule, the endpoint, the routes.
         self.resource.node.add_dependency(
-            database.node.default_child,
+            *database_resources,
             *database.connections.security_groups,
             self.security_group,
             secrets_endpoint,

@@ -12,7 +12,6 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -21,6 +20,7 @@ from . import outputs
 from .alarms import ABOVE, BELOW, AlarmTopic
 from .config import DeploymentConfig
 from .data import PORT as DATABASE_PORT
+from .data import Database
 from .network import PUBLIC, task_subnets
 from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, log_removal, output, retention
 
@@ -41,6 +41,38 @@ ARCHITECTURES = {
 }
 
 
+def database_environment(
+    config: DeploymentConfig, database: Database, app_secret: secretsmanager.ISecret
+) -> dict[str, str]:
+    """The container's plain environment: configuration only; every credential is a secret."""
+    env = {
+        "PORT": str(CONTAINER_PORT),
+        "EMBEDDING_DIMENSION": str(config.embedding_dimension),
+        "DB_SSLMODE": "require",
+        "POOL_MAX_SIZE": "10",
+        "LOG_LEVEL": "INFO",
+        # After a rotation the service re-reads its credentials from this secret.
+        "DB_SECRET_ARN": app_secret.secret_arn,
+    }
+    if database.proxy is not None:
+        # The proxy's endpoint, not the secret's host (the writer, which the schema Lambda uses).
+        env["DB_HOST"] = database.service_endpoint
+        env["DB_PROXY"] = "true"
+    read = database.service_read_endpoint
+    if read is not None:
+        env["DB_READ_HOST"] = read
+    if config.auto_pause:
+        # An Aurora cluster pauses only with no connection open: idle connections close after
+        # two minutes, and none is kept (the first request after a pause waits for the resume).
+        env["POOL_MIN_SIZE"] = "0"
+        env["POOL_MAX_IDLE_SECONDS"] = "120"
+        # Resuming takes about 15 s (AWS's figure); Aurora holds the connection attempt until
+        # then, so the first request waits for it instead of failing after 3 s (or 5 s).
+        env["DB_CONNECT_TIMEOUT_SECONDS"] = "30"
+        env["POOL_TIMEOUT_SECONDS"] = "30"
+    return env
+
+
 class ConversationService(Construct):
     """The Fargate service, its task, its load balancer and its scaling."""
 
@@ -51,7 +83,7 @@ class ConversationService(Construct):
         *,
         config: DeploymentConfig,
         vpc: ec2.IVpc,
-        database: rds.DatabaseInstance,
+        database: Database,
         app_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -85,18 +117,9 @@ class ConversationService(Construct):
             image=ecs.ContainerImage.from_asset(str(SERVICE_DIR), platform=ARCHITECTURES[config.task_architecture][1]),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
-            environment={
-                # Configuration only; every credential arrives below as a secret.
-                "PORT": str(CONTAINER_PORT),
-                "EMBEDDING_DIMENSION": str(config.embedding_dimension),
-                "DB_SSLMODE": "require",
-                "POOL_MAX_SIZE": "10",
-                "LOG_LEVEL": "INFO",
-                # After a rotation the service re-reads its credentials from this secret.
-                "DB_SECRET_ARN": app_secret.secret_arn,
-            },
+            environment=database_environment(config, database, app_secret),
             secrets={
-                "DB_HOST": ecs.Secret.from_secrets_manager(app_secret, "host"),
+                **({} if database.proxy else {"DB_HOST": ecs.Secret.from_secrets_manager(app_secret, "host")}),
                 "DB_PORT": ecs.Secret.from_secrets_manager(app_secret, "port"),
                 "DB_NAME": ecs.Secret.from_secrets_manager(app_secret, "dbname"),
                 "DB_USER": ecs.Secret.from_secrets_manager(app_secret, "username"),
@@ -137,7 +160,8 @@ class ConversationService(Construct):
         # Called from this side so the ingress rule lives in this stack: the stateful stack
         # never references (or waits for) the service.
         # The port as a literal, not the instance's attribute: one cross-stack import fewer.
-        self.security_group.connections.allow_to(database, ec2.Port.tcp(DATABASE_PORT), "Conversation service tasks")
+        for target in database.service_targets:
+            self.security_group.connections.allow_to(target, ec2.Port.tcp(DATABASE_PORT), "Conversation service tasks")
 
         self.service = ecs.FargateService(
             self,
@@ -363,7 +387,7 @@ class Monitoring(Construct):
         *,
         config: DeploymentConfig,
         service: ConversationService,
-        database: rds.DatabaseInstance,
+        database: Database,
         alarm_topic: AlarmTopic,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -383,9 +407,15 @@ class Monitoring(Construct):
         unhealthy = tg.unhealthy_host_count(period=one_min, statistic="Maximum")
         healthy = tg.healthy_host_count(period=one_min, statistic="Minimum")
         elb_5xx = alb.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=five_min, statistic="Sum")
-        db_cpu = database.metric_cpu_utilization(period=five_min)
-        free_storage = database.metric_free_storage_space(period=five_min, statistic="Minimum")
-        connections = database.metric_database_connections(period=five_min, statistic="Maximum")
+        target = database.target
+        db_cpu = target.metric_cpu_utilization(period=five_min)
+        connections = target.metric_database_connections(period=five_min, statistic="Maximum")
+        # An instance's storage runs out; an Aurora cluster's grows by itself, but its capacity
+        # stops at maxAcu: the alarm that matters is the one before that.
+        if database.instance is not None:
+            storage = database.instance.metric_free_storage_space(period=five_min, statistic="Minimum")
+        else:
+            storage = target.metric("ACUUtilization", period=five_min, statistic="Maximum")
         breaching = cloudwatch.TreatMissingData.BREACHING
 
         def alarm(
@@ -425,12 +455,22 @@ class Monitoring(Construct):
             # The load balancer's own 5xx (502/503/504): what callers get when no task answers.
             alarm("LoadBalancer5xx", elb_5xx, 5, "The load balancer answered 5xx itself (no task answered)", periods=1),
             alarm("DatabaseCpu", db_cpu, 80, "RDS CPU above 80%", periods=3),
-            alarm(
-                "DatabaseFreeStorage",
-                free_storage,
-                2 * 1024**3,
-                "RDS free storage below 2 GiB",
-                comparison=BELOW,
+            (
+                alarm(
+                    "DatabaseFreeStorage",
+                    storage,
+                    2 * 1024**3,
+                    "RDS free storage below 2 GiB",
+                    comparison=BELOW,
+                )
+                if database.instance is not None
+                else alarm(
+                    "DatabaseCapacity",
+                    storage,
+                    90,
+                    f"Aurora capacity above 90% of maxAcu ({config.max_acu:g} ACUs): raise maxAcu",
+                    periods=3,
+                )
             ),
             alarm(
                 "DatabaseConnections",
@@ -488,7 +528,13 @@ class Monitoring(Construct):
             cloudwatch.GraphWidget(
                 title="Database CPU (%) and connections", left=[db_cpu], right=[connections], width=12
             ),
-            cloudwatch.GraphWidget(title="Database free storage (bytes)", left=[free_storage], width=12),
+            cloudwatch.GraphWidget(
+                title="Database free storage (bytes)"
+                if database.instance is not None
+                else "Aurora capacity (% of maxAcu)",
+                left=[storage],
+                width=12,
+            ),
         )
 
 
@@ -500,7 +546,7 @@ class ServiceStack(cdk.Stack):
         *,
         config: DeploymentConfig,
         vpc: ec2.IVpc,
-        database: rds.DatabaseInstance,
+        database: Database,
         app_secret: secretsmanager.ISecret,
         alarm_topic: AlarmTopic,
         **kwargs: object,

@@ -24,9 +24,6 @@ from .settings import Settings
 
 log = logging.getLogger("conversations.database")
 
-# A connection attempt that has not succeeded by then has failed (the database is down or
-# unreachable); RDS answers within milliseconds from inside the VPC.
-CONNECT_TIMEOUT_S = 3
 # While the database is unreachable, how often a probe tries to connect.
 PROBE_INTERVAL_S = 0.5
 # How long the pool keeps retrying one connection (backing off) before it gives the slot up;
@@ -188,14 +185,32 @@ def configure_connection(conn: psycopg.Connection[Any]) -> None:
 
 
 @dataclass
+class Replica:
+    """The read replica's pool and whether it is reachable; ``wait_s``: how long a read waits
+    for the replica to replay the writes committed before it began."""
+
+    pool: ConnectionPool
+    reachability: Reachability
+    wait_s: float
+
+
+@dataclass
 class Database:
     pool: ConnectionPool
     reachability: Reachability
     backend: str
+    replica: Replica | None = None
 
     def close(self) -> None:
-        self.reachability.close()
-        self.pool.close()
+        for reachability, pool in self._pools():
+            reachability.close()
+            pool.close()
+
+    def _pools(self) -> list[tuple[Reachability, ConnectionPool]]:
+        pools = [(self.reachability, self.pool)]
+        if self.replica is not None:
+            pools.append((self.replica.reachability, self.replica.pool))
+        return pools
 
 
 def open_pool(
@@ -207,7 +222,8 @@ def open_pool(
     statement_timeout_ms: int | None = None,
 ) -> Database:
     """The pool the service and the importer use: ``settings.database_url``, or the embedded
-    database started (or reused) under ``settings.local_data_dir``."""
+    database started (or reused) under ``settings.local_data_dir``; and with
+    ``settings.database_read_url``, a second pool on the read replica."""
     conninfo = settings.database_url
     if conninfo is None:
         from .embedded import start_embedded
@@ -221,26 +237,57 @@ def open_pool(
             settings.db_secret_arn, settings.database_user or "", settings.database_password or ""
         )
         base = rotating_connection_class(credentials)
+    timeout_ms = settings.statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
+    kwargs: dict[str, Any] = {"connect_timeout": settings.connect_timeout_s, "autocommit": True}
+    if settings.db_proxy:
+        # RDS Proxy refuses the 'options' startup parameter, and a named prepared statement
+        # would pin the client connection to one database session for good. The timeout is
+        # the database's default instead (ensure_app_role sets it).
+        kwargs["prepare_threshold"] = None
+    else:
+        kwargs["options"] = f"-c statement_timeout={timeout_ms}"
+    sizes = (
+        settings.pool_min_size if min_size is None else min_size,
+        settings.pool_max_size if max_size is None else max_size,
+    )
+    pool, reachability = _open(conninfo, base, kwargs, settings, name, sizes)
+    database = Database(pool, reachability, settings.database_backend)
+    if settings.database_read_url:
+        try:
+            read_pool, read_reachability = _open(
+                settings.database_read_url, base, kwargs, settings, f"{name}-read", sizes, wait=False
+            )
+        except BaseException:
+            database.close()
+            raise
+        database.replica = Replica(read_pool, read_reachability, settings.read_wait_ms / 1000)
+    return database
+
+
+def _open(
+    conninfo: str,
+    base: type[psycopg.Connection[Any]],
+    kwargs: dict[str, Any],
+    settings: Settings,
+    name: str,
+    sizes: tuple[int, int],
+    *,
+    wait: bool = True,
+) -> tuple[ConnectionPool, Reachability]:
+    min_size, max_size = sizes
     reachability = Reachability()
     connection_class = reachability_class(base, reachability)
-    timeout_ms = settings.statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
-    kwargs: dict[str, Any] = {
-        "options": f"-c statement_timeout={timeout_ms}",
-        "connect_timeout": CONNECT_TIMEOUT_S,
-        "autocommit": True,
-    }
 
     def probe() -> None:
         connection_class.connect(conninfo, **kwargs).close()
 
     reachability.probe = probe
     sweep = SweepingCheck()
-    pool_min = settings.pool_min_size if min_size is None else min_size
     pool = ConnectionPool(
         conninfo,
         connection_class=connection_class,
-        min_size=pool_min,
-        max_size=settings.pool_max_size if max_size is None else max_size,
+        min_size=min_size,
+        max_size=max_size,
         timeout=settings.pool_timeout,
         kwargs=kwargs,
         # A connection killed server-side (restart, failover, pg_terminate_backend) is
@@ -248,9 +295,12 @@ def open_pool(
         check=sweep,
         configure=configure_connection,
         reconnect_timeout=RECONNECT_GIVE_UP_S,
+        max_idle=settings.pool_max_idle_s,
         open=False,
         name=name,
     )
     sweep.pool = pool
-    pool.open(wait=pool_min > 0, timeout=max(settings.pool_timeout, 10.0))
-    return Database(pool, reachability, settings.database_backend)
+    # The replica's pool does not wait: a replica that is down must not keep the service from
+    # starting (its reads go to the writer until it answers).
+    pool.open(wait=wait and min_size > 0, timeout=max(settings.pool_timeout, 10.0))
+    return pool, reachability

@@ -197,6 +197,9 @@ CLONE_SUFFIX = "_clone"
 GROUP_SUFFIX = "_group"
 MAX_ROLE_NAME = 63  # PostgreSQL's NAMEDATALEN - 1; longer names are silently truncated
 APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+# The database's own default statement timeout. The service sets its own on each connection
+# (STATEMENT_TIMEOUT_MS) except through RDS Proxy, which refuses startup options: this applies.
+DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,13 @@ def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRo
         conn.execute(sql.SQL("GRANT " + APP_PRIVILEGES + " ON ALL TABLES IN SCHEMA public TO {}").format(group))
         ledger = sql.Identifier(LEDGER_TABLE)
         conn.execute(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(ledger, group))
+        # For every new session of either login (a role's own setting would not follow the
+        # clone that rotation creates); a session's own setting still wins.
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
+                database, sql.Literal(DEFAULT_STATEMENT_TIMEOUT_MS)
+            )
+        )
     return roles
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .migrate import DEFAULT_EMBEDDING_DIMENSION, MAX_EMBEDDING_DIMENSION
+from .migrate import DEFAULT_EMBEDDING_DIMENSION, DEFAULT_STATEMENT_TIMEOUT_MS, MAX_EMBEDDING_DIMENSION
 
 MIB = 1024 * 1024
 # A placeholder token is accepted only on the embedded local database.
@@ -36,7 +36,7 @@ class Settings:
     pool_timeout: float = 5.0
     store_threads: int = 4
     """Threads the store's calls run on, each holding at most one pooled connection."""
-    statement_timeout_ms: int = 15_000
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     max_body_bytes: int = 16 * MIB
     max_concurrent_requests: int = 64
     """Requests in flight per process (health probes excepted); one more answers 503."""
@@ -47,6 +47,22 @@ class Settings:
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
     db_secret_arn: str | None = None
     """The application secret's ARN: credentials are re-read from it after a rotation."""
+    database_read_url: str | None = None
+    """A read replica (or several: a comma-separated host list), same login as the writer.
+    List, search and similar are read there once it has replayed every write committed before
+    the read began (read-your-writes); otherwise, and while it is down, the writer answers."""
+    read_wait_ms: int = 100
+    """How long a read waits for the replica to catch up before the writer answers it."""
+    db_proxy: bool = False
+    """Connections go through RDS Proxy: no startup options (the proxy refuses them; the
+    database's own default statement_timeout applies) and no server-side prepared statements
+    (they would pin each connection to one database session)."""
+    connect_timeout_s: int = 3
+    """A connection attempt not answered by then has failed (RDS answers within milliseconds
+    from inside the VPC). Longer for an Aurora cluster that pauses: it answers once resumed."""
+    pool_max_idle_s: float = 600.0
+    """A pooled connection idle this long is closed (down to POOL_MIN_SIZE). Short, with
+    POOL_MIN_SIZE=0, so an Aurora Serverless v2 cluster with minAcu 0 can pause."""
     host: str = "127.0.0.1"
     """Where to listen: loopback on the embedded database (a local run is not on the
     network with its published token), every interface with a configured database."""
@@ -103,7 +119,7 @@ class Settings:
             pool_max_size=pool_max,
             pool_timeout=_float(env, "POOL_TIMEOUT_SECONDS", 5.0),
             store_threads=store_threads,
-            statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 15_000, minimum=0),
+            statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS, minimum=0),
             max_body_bytes=max_body,
             max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 64, minimum=1),
             max_body_bytes_in_flight=in_flight,
@@ -112,6 +128,11 @@ class Settings:
                 env, "EMBEDDING_DIMENSION", DEFAULT_EMBEDDING_DIMENSION, minimum=1, maximum=MAX_EMBEDDING_DIMENSION
             ),
             db_secret_arn=env.get("DB_SECRET_ARN") or None,
+            database_read_url=_database_read_url(env, database_url),
+            read_wait_ms=_int(env, "READ_WAIT_MS", 100, minimum=0, maximum=10_000),
+            db_proxy=_bool(env, "DB_PROXY"),
+            pool_max_idle_s=_float(env, "POOL_MAX_IDLE_SECONDS", 600.0),
+            connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, minimum=1, maximum=120),
             host=env.get("HOST") or ("127.0.0.1" if embedded else "0.0.0.0"),
             port=_int(env, "PORT", 8080, minimum=1, maximum=65535),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
@@ -138,6 +159,36 @@ def _database_url(env: Mapping[str, str]) -> str | None:
         sslmode=env.get("DB_SSLMODE", "require"),
         application_name="conversations",
     )
+
+
+def _database_read_url(env: Mapping[str, str], database_url: str | None) -> str | None:
+    """DATABASE_READ_URL, or DB_READ_HOST (one host or a comma-separated list) with the
+    writer's port, database, login and TLS mode."""
+    if env.get("DATABASE_READ_URL"):
+        if database_url is None:
+            raise SettingsError("DATABASE_READ_URL needs a configured writer (DATABASE_URL or DB_HOST ...)")
+        return env["DATABASE_READ_URL"]
+    hosts = [h.strip() for h in env.get("DB_READ_HOST", "").split(",") if h.strip()]
+    if not hosts:
+        return None
+    if database_url is None:
+        raise SettingsError("DB_READ_HOST needs a configured writer (DATABASE_URL or DB_HOST ...)")
+    params = conninfo_to_dict(database_url)
+    params["host"] = ",".join(hosts)
+    if len(hosts) > 1:
+        # Spread the connections over the replicas (libpq 16+), one port for all of them.
+        params["load_balance_hosts"] = "random"
+    params["application_name"] = "conversations-read"
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {env[name]!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:

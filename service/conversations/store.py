@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -16,7 +17,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .database import DatabaseUnreachable, Reachability
+from .database import DatabaseUnreachable, Reachability, Replica
 from .migrate import LEDGER_TABLE
 from .models import (
     Conversation,
@@ -35,6 +36,11 @@ from .models import (
 # While waiting for a connection, how often a request looks whether the database has been
 # found unreachable meanwhile.
 LEND_SLICE_S = 0.2
+# While a read waits for the replica to catch up, how often it asks again.
+REPLAY_POLL_S = 0.002
+
+log = logging.getLogger("conversations.store")
+T = TypeVar("T")
 # The bounds on one response's messages: rows, and bytes of content and metadata (a page
 # holds at least one message, whatever its size; models.MAX_CONTENT_CHARS bounds that one).
 MAX_PAGE_MESSAGES = 1000
@@ -133,9 +139,12 @@ class Store:
         timeout: float = 5.0,
         search_timeout_ms: int = 2_000,
         reachability: Reachability | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.pool = pool
         self.reachability = reachability
+        self.replica = replica
+        self._replica_warned = False
         self.embedding_dimension = embedding_dimension
         self.timeout = timeout
         self.search_timeout_ms = search_timeout_ms
@@ -169,6 +178,73 @@ class Store:
             except PoolTimeout:
                 if remaining <= LEND_SLICE_S:
                     raise
+
+    def _read(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work`` (a read that tolerates replication lag: list, search, similar) on the read
+        replica when there is one that is reachable and has caught up, else on the writer.
+
+        Read-your-writes: first the writer's current WAL insert position is read (one short
+        round trip; the insert position, not the write position, so that a commit not yet
+        flushed, under synchronous_commit=off, is covered too); the replica is used only once
+        it has replayed up to that position, so it holds every write committed before this
+        read began, whichever task or caller made it. A replica that has not caught up within
+        ``replica.wait_s`` leaves the read to the writer; one that fails (down, restarting, or
+        cancelling the query for a recovery conflict) does too, and the read is run again
+        there: it only reads, so running it twice is safe."""
+        replica = self.replica
+        if replica is not None and not replica.reachability.down:
+            conn = self._caught_up(replica)
+            if conn is not None:
+                try:
+                    return work(conn)
+                except (psycopg.OperationalError, psycopg.errors.SerializationFailure) as exc:
+                    if not conn.closed and not isinstance(exc, psycopg.errors.SerializationFailure):
+                        raise  # the query's own failure (a timeout, say), not the replica's
+                    log.warning("read replica failed; the writer answers", extra={"error_type": type(exc).__name__})
+                finally:
+                    replica.pool.putconn(conn)
+        with self._conn() as conn:
+            return work(conn)
+
+    def _caught_up(self, replica: Replica) -> psycopg.Connection | None:
+        """A replica connection that has replayed every write committed so far, or None."""
+        with self._conn() as writer:
+            row = writer.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+        assert row is not None
+        fence = row[0]
+        try:
+            conn = replica.pool.getconn(timeout=min(self.timeout, 1.0))
+        except (PoolTimeout, psycopg.OperationalError):
+            return None
+        try:
+            if not conn.autocommit:
+                conn.autocommit = True
+            deadline = time.monotonic() + replica.wait_s
+            while True:
+                row = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn, pg_last_wal_replay_lsn() IS NULL", (fence,)
+                ).fetchone()
+                assert row is not None
+                if row[0]:
+                    return conn
+                if row[1]:
+                    self._not_a_replica()
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(REPLAY_POLL_S)
+        except (psycopg.OperationalError, psycopg.errors.SerializationFailure):
+            pass
+        replica.pool.putconn(conn)
+        return None
+
+    def _not_a_replica(self) -> None:
+        if not self._replica_warned:
+            self._replica_warned = True
+            log.warning(
+                "the read endpoint reports no replayed WAL position (not a streaming replica):"
+                " every read goes to the writer"
+            )
 
     # ------------------------------------------------------------ conversations
 
@@ -343,12 +419,16 @@ class Store:
         if cursor is not None:
             where.append("(c.updated_at, c.conversation_id) < (%(after_ts)s, %(after_id)s)")
             params.update(after_ts=cursor.updated_at, after_id=cursor.conversation_id)
-        with self._conn() as conn, conn.cursor(row_factory=class_row(ConversationSummary)) as cur:
-            rows = cur.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE {' AND '.join(where)}"
-                " ORDER BY c.updated_at DESC, c.conversation_id DESC LIMIT %(limit)s",
-                params,
-            ).fetchall()
+
+        def read(conn: psycopg.Connection) -> list[ConversationSummary]:
+            with conn.cursor(row_factory=class_row(ConversationSummary)) as cur:
+                return cur.execute(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE {' AND '.join(where)}"
+                    " ORDER BY c.updated_at DESC, c.conversation_id DESC LIMIT %(limit)s",
+                    params,
+                ).fetchall()
+
+        rows = self._read(read)
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -532,8 +612,9 @@ class Store:
         user id and at most ``SCOPE_FIRST_MESSAGES`` messages has just those read. Ranking
         reads the stored tsvector; only the returned hits are parsed again, for their
         snippets. The search runs under its own statement timeout: past it, SearchTimeout."""
-        try:
-            with self._conn() as conn, conn.transaction():
+
+        def read(conn: psycopg.Connection) -> list[SearchHit]:
+            with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(self.search_timeout_ms),))
                 parsed = conn.execute(
@@ -564,6 +645,9 @@ class Store:
                         " ORDER BY ranked.rank DESC, m.id DESC",
                         {"q": query, "ids": ids, "limit": limit},
                     ).fetchall()
+
+        try:
+            return self._read(read)
         except psycopg.errors.QueryCanceled:
             raise SearchTimeout(
                 f"the search took longer than {self.search_timeout_ms} ms and was stopped; use more specific words"
@@ -649,37 +733,41 @@ class Store:
         conversation_id: str | None = None,
     ) -> list[SimilarHit]:
         self._check_embedding(embedding)
-        with self._conn() as conn, conn.transaction():
-            # HNSW returns at most ef_search candidates; ask for at least as many as wanted.
-            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, limit * 2)),))
-            # A scope (a user, a conversation) filters the index's candidates afterwards: with a
-            # plain scan, a scope far from the query gets fewer hits than it holds, even none.
-            # pgvector 0.8's iterative scan keeps fetching candidates until the limit is met (or
-            # hnsw.max_scan_tuples are visited); relaxed order is re-sorted below.
-            conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-            conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(SIMILAR_MAX_SCAN_TUPLES),))
-            with conn.cursor(row_factory=class_row(SimilarHit)) as cur:
-                return cur.execute(
-                    "WITH hits AS MATERIALIZED ("
-                    "  SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.created_at,"
-                    "    (m.embedding <=> %(v)s::vector)::float8 AS distance"
-                    "  FROM messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
-                    f"  WHERE m.embedding IS NOT NULL AND {_OWNED}"
-                    "    AND (%(cid)s::text IS NULL OR m.conversation_id = %(cid)s)"
-                    "  ORDER BY m.embedding <=> %(v)s::vector LIMIT %(limit)s)"
-                    # Only the hits' text is read, and at most SIMILAR_CONTENT_CHARS of each.
-                    " SELECT hits.conversation_id, hits.message_id, hits.seq, hits.role, hits.created_at,"
-                    "  hits.distance, left(m.content, %(chars)s) AS content,"
-                    "  char_length(left(m.content, %(chars)s + 1)) > %(chars)s AS content_truncated"
-                    " FROM hits JOIN messages m ON m.id = hits.message_id ORDER BY hits.distance, hits.message_id",
-                    {
-                        "v": _vector_literal(embedding),
-                        "user_id": user_id,
-                        "cid": conversation_id,
-                        "limit": limit,
-                        "chars": SIMILAR_CONTENT_CHARS,
-                    },
-                ).fetchall()
+
+        def read(conn: psycopg.Connection) -> list[SimilarHit]:
+            with conn.transaction():
+                # HNSW returns at most ef_search candidates; ask for at least as many as wanted.
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, limit * 2)),))
+                # A scope (a user, a conversation) filters the index's candidates afterwards: with a
+                # plain scan, a scope far from the query gets fewer hits than it holds, even none.
+                # pgvector 0.8's iterative scan keeps fetching candidates until the limit is met (or
+                # hnsw.max_scan_tuples are visited); relaxed order is re-sorted below.
+                conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+                conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(SIMILAR_MAX_SCAN_TUPLES),))
+                with conn.cursor(row_factory=class_row(SimilarHit)) as cur:
+                    return cur.execute(
+                        "WITH hits AS MATERIALIZED ("
+                        "  SELECT m.conversation_id, m.id AS message_id, m.seq, m.role, m.created_at,"
+                        "    (m.embedding <=> %(v)s::vector)::float8 AS distance"
+                        "  FROM messages m JOIN conversations c ON c.conversation_id = m.conversation_id"
+                        f"  WHERE m.embedding IS NOT NULL AND {_OWNED}"
+                        "    AND (%(cid)s::text IS NULL OR m.conversation_id = %(cid)s)"
+                        "  ORDER BY m.embedding <=> %(v)s::vector LIMIT %(limit)s)"
+                        # Only the hits' text is read, and at most SIMILAR_CONTENT_CHARS of each.
+                        " SELECT hits.conversation_id, hits.message_id, hits.seq, hits.role, hits.created_at,"
+                        "  hits.distance, left(m.content, %(chars)s) AS content,"
+                        "  char_length(left(m.content, %(chars)s + 1)) > %(chars)s AS content_truncated"
+                        " FROM hits JOIN messages m ON m.id = hits.message_id ORDER BY hits.distance, hits.message_id",
+                        {
+                            "v": _vector_literal(embedding),
+                            "user_id": user_id,
+                            "cid": conversation_id,
+                            "limit": limit,
+                            "chars": SIMILAR_CONTENT_CHARS,
+                        },
+                    ).fetchall()
+
+        return self._read(read)
 
     # ------------------------------------------------------------ idempotency
 

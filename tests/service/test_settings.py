@@ -36,6 +36,39 @@ def test_db_variables_as_ecs_injects_them():
     assert not settings.embedded
 
 
+ECS_DB = {
+    "DB_HOST": "writer.example",
+    "DB_PORT": "5433",
+    "DB_NAME": "ragdb",
+    "DB_USER": "conversations_app",
+    "DB_PASSWORD": "secret",
+    "API_TOKEN": TOKEN,
+}
+
+
+def test_a_read_host_shares_the_writers_login_port_and_tls():
+    settings = Settings.from_env({**ECS_DB, "DB_READ_HOST": "reader.example"})
+    assert settings.database_read_url is not None
+    params = conninfo_to_dict(settings.database_read_url)
+    assert params["host"] == "reader.example" and params["port"] == "5433" and params["dbname"] == "ragdb"
+    assert params["user"] == "conversations_app" and params["password"] == "secret"
+    assert params["sslmode"] == "require" and params["application_name"] == "conversations-read"
+    assert "load_balance_hosts" not in params
+
+
+def test_several_read_replicas_are_balanced_by_libpq():
+    settings = Settings.from_env({**ECS_DB, "DB_READ_HOST": "r1.example, r2.example"})
+    assert settings.database_read_url is not None
+    params = conninfo_to_dict(settings.database_read_url)
+    assert params["host"] == "r1.example,r2.example" and params["load_balance_hosts"] == "random"
+
+
+def test_no_read_host_means_every_read_on_the_writer():
+    settings = Settings.from_env(ECS_DB)
+    assert settings.database_read_url is None and not settings.db_proxy
+    assert Settings.from_env({**ECS_DB, "DB_PROXY": "true"}).db_proxy
+
+
 def test_database_url_wins():
     settings = Settings.from_env({"DATABASE_URL": "postgresql://u:p@h/d", "DB_HOST": "ignored", "API_TOKEN": TOKEN})
     assert settings.database_url == "postgresql://u:p@h/d"
@@ -54,6 +87,10 @@ def test_database_url_wins():
         ({"POOL_TIMEOUT_SECONDS": "-1"}, "must be positive"),
         ({"STORE_THREADS": "12", "POOL_MAX_SIZE": "10"}, "STORE_THREADS \\(12\\) is larger than POOL_MAX_SIZE"),
         ({"STORE_THREADS": "0"}, "STORE_THREADS must be at least 1"),
+        ({"DB_READ_HOST": "replica"}, "DB_READ_HOST needs a configured writer"),
+        ({"DATABASE_READ_URL": "postgresql://r/d"}, "DATABASE_READ_URL needs a configured writer"),
+        ({"DB_PROXY": "maybe"}, "DB_PROXY must be true or false"),
+        ({"READ_WAIT_MS": "20000"}, "READ_WAIT_MS must be between 0 and 10000"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_variable_named(env, message):
