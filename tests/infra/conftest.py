@@ -78,3 +78,30 @@ def prod() -> Synth:
 @pytest.fixture(scope="session")
 def lean() -> Synth:
     return synthesize("lean")
+
+
+# The scaled variants: Aurora Serverless v2 with a reader behind RDS Proxy (each profile), and
+# an RDS instance with two read replicas behind the proxy.
+AURORA = {"database": "aurora-serverless-v2", "readers": "1", "rdsProxy": "true"}
+# The fixtures below, which every gate (cdk-nag, cfn-lint, checkov) runs on too.
+SCALED = ["dev_aurora", "lean_aurora", "prod_aurora", "dev_replicas"]
+
+
+@pytest.fixture(scope="session")
+def dev_aurora() -> Synth:
+    return synthesize("dev", **AURORA)
+
+
+@pytest.fixture(scope="session")
+def lean_aurora() -> Synth:
+    return synthesize("lean", **AURORA)
+
+
+@pytest.fixture(scope="session")
+def prod_aurora() -> Synth:
+    return synthesize("prod", certificateArn=CERT, alarmEmail="ops@example.com", **AURORA)
+
+
+@pytest.fixture(scope="session")
+def dev_replicas() -> Synth:
+    return synthesize("dev", readers="2", rdsProxy="true")

@@ -8,12 +8,12 @@ import subprocess
 
 import pytest
 
-from tests.infra.conftest import ROOT
+from tests.infra.conftest import ROOT, SCALED
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
-@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod", *SCALED])
 def test_checkov_finds_nothing_unexplained(profile, request):
     if not CHECKOV.exists():
         pytest.fail("checkov is not installed: `make test` creates .venv-checkov (it pins its own dependencies)")

@@ -90,11 +90,31 @@ def test_overrides_by_context():
         ({"fargateSpot": "maybe"}, "fargateSpot"),
         ({"desiredCount": "5"}, "minTasks <= desiredCount <= maxTasks"),
         ({"availabilityZones": "eu-west-1a"}, "at least two"),
+        ({"database": "dynamodb"}, "database' must be one of instance, aurora-serverless-v2"),
+        ({"minAcu": "1"}, "applies only with -c database=aurora-serverless-v2"),
+        ({"database": "aurora-serverless-v2", "minAcu": "0.3"}, "steps of 0.5"),
+        ({"database": "aurora-serverless-v2", "maxAcu": "0"}, "maxAcu' must be between 1 and 256"),
+        ({"database": "aurora-serverless-v2", "maxAcu": "300"}, "maxAcu"),
+        ({"database": "aurora-serverless-v2", "minAcu": "8", "maxAcu": "4"}, "minAcu \\(8\\) must not be larger"),
+        ({"readers": "6"}, "readers' must be between 0 and 5"),
+        ({"rdsProxy": "perhaps"}, "rdsProxy"),
     ],
 )
 def test_invalid_context_is_refused_naming_the_key(context, message):
     with pytest.raises(ConfigError, match=message):
         load_config(context, ENV)
+
+
+def test_scaling_keys_default_to_one_instance_without_proxy_and_aurora_pauses_outside_prod():
+    for profile in ("dev", "lean", "prod"):
+        context = {"profile": profile, **({"allowPlainHttp": "true"} if profile == "prod" else {})}
+        config = load_config(context, ENV)
+        assert (config.database, config.readers, config.rds_proxy) == ("instance", 0, False)
+        aurora = load_config({**context, "database": "aurora-serverless-v2"}, ENV)
+        assert aurora.aurora and aurora.auto_pause == (profile != "prod")
+        assert (aurora.min_acu, aurora.max_acu) == ((2, 16) if profile == "prod" else (0, 4))
+    config = load_config({"database": "aurora-serverless-v2", "minAcu": "0.5", "maxAcu": "64", "readers": "2"}, ENV)
+    assert (config.min_acu, config.max_acu, config.readers, config.auto_pause) == (0.5, 64, 2, False)
 
 
 def test_region_comes_from_the_cdk_environment():

@@ -11,10 +11,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 
-from tests.infra.conftest import ROOT
+from tests.infra.conftest import ROOT, SCALED
 
 
-@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod", *SCALED])
 def test_cfn_lint_reports_nothing(profile, request):
     synth = request.getfixturevalue(profile)
     templates = sorted(str(p) for p in synth.outdir.glob("*.template.json"))
@@ -44,7 +44,7 @@ def synthesize_with_extra_bucket():
     app.synth()
 
 
-@pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
+@pytest.mark.parametrize("profile", ["dev", "lean", "prod", *SCALED])
 def test_cdk_nag_passes_with_every_acknowledgement_scoped_reasoned_and_used(profile, request):
     synth = request.getfixturevalue(profile)
     report = json.loads((synth.outdir / "validation-report.json").read_text())
