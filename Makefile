@@ -19,7 +19,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up down reset verify preflight cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up down reset verify preflight capacity cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -91,6 +91,10 @@ deploy: $(STAMP) $(NODE_STAMP) preflight ## preflight, then deploy the three sta
 
 destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database is protected and snapshotted)
 	$(CDK) destroy --all $(CDK_ARGS)
+
+capacity: $(STAMP) ## what to deploy for RPS=... [P99_MS=25] [PROFILE=dev] [DATABASE=instance|aurora-serverless-v2], and its cost
+	@test -n "$(RPS)" || { echo "usage: make capacity RPS=500 [P99_MS=25] [PROFILE=prod] [DATABASE=aurora-serverless-v2]" >&2; exit 2; }
+	$(PY) -m scripts.capacity --rps $(RPS) --p99-ms $(or $(P99_MS),25) --profile $(PROFILE) --database $(or $(DATABASE),instance)
 
 cost: $(STAMP) ## monthly cost of the dev, lean and prod profiles from their templates (prices in scripts/prices.json)
 	$(PY) scripts/estimate_cost.py

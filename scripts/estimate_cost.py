@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,49 @@ def fargate_task(templates: list[dict[str, Any]], prices: dict[str, Any]) -> Tas
         vcpu_price=vcpu_price * keep,
         gb_price=gb_price * keep,
     )
+
+
+def _aurora(
+    templates: list[dict[str, Any]], prices: dict[str, Any], add: Callable[[str, str, str, float], None]
+) -> None:
+    """An Aurora Serverless v2 cluster: ACU-hours of each instance (see the _aurora assumption),
+    storage, I/O, and RDS Proxy by the ACUs behind it (at least 8)."""
+    clusters = resources(templates, "AWS::RDS::DBCluster")
+    if not clusters:
+        return
+    (cluster,) = clusters
+    usage = prices["assumptions"]
+    hours = prices["hours_per_month"]
+    scaling = cluster["Properties"]["ServerlessV2ScalingConfiguration"]
+    low, high = float(scaling["MinCapacity"]), float(scaling["MaxCapacity"])
+    acus = min(max(low, usage["aurora_average_acu"]), high)
+    awake = usage["aurora_awake_fraction"] if low == 0 else 1.0
+    instances = sum(
+        1 for i in resources(templates, "AWS::RDS::DBInstance") if i["Properties"]["DBInstanceClass"] == "db.serverless"
+    )
+    awake_hours = hours * awake
+    add(
+        f"Aurora Serverless v2 ({low:g}-{high:g} ACU{', pauses' if low == 0 else ''})",
+        f"{instances} inst x {acus:g} ACU x {awake_hours:.0f} h",
+        f"${prices['aurora_acu_hour']}/ACU-h",
+        instances * acus * awake_hours * prices["aurora_acu_hour"],
+    )
+    add(
+        "Aurora storage and I/O",
+        f"{usage['aurora_storage_gb']} GB, {usage['aurora_io_million_per_month']}M I/O",
+        f"${prices['aurora_storage_gb_month']}/GB-mo",
+        usage["aurora_storage_gb"] * prices["aurora_storage_gb_month"]
+        + usage["aurora_io_million_per_month"] * prices["aurora_io_million"],
+    )
+    if resources(templates, "AWS::RDS::DBProxy"):
+        # Billed on the ACUs behind it, at least 8, and for as long as the proxy exists.
+        proxy_acus = max(instances * acus, prices["rds_proxy_min_acus"])
+        add(
+            "RDS Proxy",
+            f"{proxy_acus:g} ACU x {hours} h",
+            f"${prices['rds_proxy_vcpu_or_acu_hour']}/ACU-h",
+            proxy_acus * hours * prices["rds_proxy_vcpu_or_acu_hour"],
+        )
 
 
 def _alarm_metrics(alarm: dict[str, Any]) -> int:
@@ -173,15 +216,22 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
                 count * task.gb * hours * task.gb_price,
             )
 
+    _aurora(templates, prices, add)
+    proxied_vcpus = 0
     for db in resources(templates, "AWS::RDS::DBInstance"):
         props = db["Properties"]
         klass = props["DBInstanceClass"]
+        if klass == "db.serverless":
+            continue  # an Aurora instance: _aurora priced it
+        replica = "SourceDBInstanceIdentifier" in props
+        if not replica:
+            proxied_vcpus += prices["rds_vcpus"][klass]  # the primary; a Multi-AZ standby is not billed
         if klass not in prices["rds_instance_hour"]:
             raise SystemExit(f"no price for {klass} in {PRICES.name}: add it (and its date)")
         copies = 2 if props.get("MultiAZ") else 1
         storage = int(props.get("AllocatedStorage", 20))
         add(
-            f"RDS {klass}{' Multi-AZ' if copies == 2 else ''}",
+            f"RDS {klass}{' Multi-AZ' if copies == 2 else ''}{' read replica' if replica else ''}",
             f"{copies} x {hours} h",
             f"${prices['rds_instance_hour'][klass]}/h",
             copies * hours * prices["rds_instance_hour"][klass],
@@ -192,6 +242,8 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
             f"${prices['rds_gp3_gb_month']}/GB-mo",
             copies * storage * prices["rds_gp3_gb_month"],
         )
+        if replica:
+            continue  # a replica keeps no backups of its own
         # Backup storage up to the provisioned size is free; beyond it, daily changes kept for
         # the retention period are billed.
         retention = int(props.get("BackupRetentionPeriod", 1))
@@ -202,6 +254,15 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
             f"{beyond:.0f} GB ({retention} day{'s' if retention != 1 else ''})",
             f"${prices['rds_backup_gb_month']}/GB-mo",
             beyond * prices["rds_backup_gb_month"],
+        )
+
+    if resources(templates, "AWS::RDS::DBProxy") and proxied_vcpus:
+        vcpus = max(proxied_vcpus, prices["rds_proxy_min_vcpus"])
+        add(
+            "RDS Proxy",
+            f"{vcpus} vCPU x {hours} h",
+            f"${prices['rds_proxy_vcpu_or_acu_hour']}/vCPU-h",
+            vcpus * hours * prices["rds_proxy_vcpu_or_acu_hour"],
         )
 
     endpoints = [
@@ -360,7 +421,7 @@ def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]
     )
 
 
-def synthesize(profile: str) -> list[dict[str, Any]]:
+def synthesize(profile: str, **extra: str) -> list[dict[str, Any]]:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import aws_cdk as cdk
 
@@ -373,6 +434,7 @@ def synthesize(profile: str) -> list[dict[str, Any]]:
         "aws:cdk:bundling-stacks": [],
         # HTTPS or HTTP changes no price; a prod estimate needs no certificate.
         "allowPlainHttp": "true",
+        **extra,
     }  # the Lambda bundle does not change the bill
     app = cdk.App(context=context, outdir=tempfile.mkdtemp(prefix="cost-"))
     build(app, load_config(context, os.environ))

@@ -297,6 +297,8 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
         return f"{len(health)} of {len(health)} targets healthy"
 
     def database() -> str:
+        if target.output(outputs.DATABASE_CLUSTER_ID):
+            return _cluster(aws.client("rds"), _need(target, outputs.DATABASE_CLUSTER_ID))
         identifier = _need(target, outputs.DATABASE_INSTANCE_ID)
         rds = aws.client("rds")
         instance = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
@@ -520,6 +522,43 @@ def preflight_checks(
     yield "preflight: ecs service-linked role", ecs_role
     yield "preflight: docker", docker
     yield "preflight: certificate", certificate
+
+
+def _cluster(rds: Any, identifier: str) -> str:
+    """An Aurora cluster (database=aurora-serverless-v2): available, encrypted, every member
+    available and private, TLS forced by its cluster parameter group."""
+    cluster = rds.describe_db_clusters(DBClusterIdentifier=identifier)["DBClusters"][0]
+    problems = []
+    if cluster["Status"] != "available":
+        problems.append(f"status {cluster['Status']}")
+    if not cluster.get("StorageEncrypted"):
+        problems.append("storage not encrypted")
+    members = cluster.get("DBClusterMembers", [])
+    if not any(m.get("IsClusterWriter") for m in members):
+        problems.append("no writer instance")
+    for member in members:
+        instance = rds.describe_db_instances(DBInstanceIdentifier=member["DBInstanceIdentifier"])["DBInstances"][0]
+        if instance["DBInstanceStatus"] != "available":
+            problems.append(f"{member['DBInstanceIdentifier']} {instance['DBInstanceStatus']}")
+        if instance.get("PubliclyAccessible"):
+            problems.append(f"{member['DBInstanceIdentifier']} publicly accessible")
+    group = cluster.get("DBClusterParameterGroup")
+    force_ssl = None
+    if group:
+        for page in rds.get_paginator("describe_db_cluster_parameters").paginate(DBClusterParameterGroupName=group):
+            force_ssl = next(
+                (p.get("ParameterValue") for p in page["Parameters"] if p["ParameterName"] == "rds.force_ssl"),
+                force_ssl,
+            )
+    if force_ssl != "1":
+        problems.append(f"rds.force_ssl is {force_ssl}")
+    if problems:
+        raise CheckFailed("; ".join(problems), "compare the cluster with the Data stack (drift detection)")
+    scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
+    return (
+        f"{cluster['Engine']} {cluster['EngineVersion']} cluster available, {len(members)} instance(s), "
+        f"{scaling.get('MinCapacity', 0):g}-{scaling.get('MaxCapacity', 0):g} ACU, encrypted, private, force_ssl on"
+    )
 
 
 def _parameter(rds: Any, group: str, name: str) -> str | None:

@@ -126,7 +126,7 @@ def test_instance_read_replicas_stream_from_the_instance(dev_replicas, dev):
         assert replica["PubliclyAccessible"] is False and replica["DBInstanceClass"] == "db.t4g.micro"
         assert "StorageEncrypted" not in replica  # inherited from the encrypted source
     assert instances[source]["Properties"]["StorageEncrypted"] is True
-    env, secrets = container_env(dev_replicas)
+    env, _ = container_env(dev_replicas)
     # Writes through the proxy; reads straight from both replicas (RDS Proxy has no reader
     # endpoint for an instance's replicas), which libpq balances.
     assert env["DB_PROXY"] == "true" and "Fn::ImportValue" in str(env["DB_READ_HOST"])

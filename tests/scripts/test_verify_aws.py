@@ -379,3 +379,53 @@ def test_without_credentials_it_says_so_instead_of_no_service_url(monkeypatch, c
     assert verify.main(["--profile", "dev"]) == 2
     err = capsys.readouterr().err
     assert "no AWS credentials found" in err and "no service URL" not in err
+
+
+def _aurora(force_ssl: str) -> tuple[object, str]:
+    session = boto3.session.Session(region_name=REGION)
+    rds = session.client("rds")
+    rds.create_db_cluster_parameter_group(
+        DBClusterParameterGroupName="conv-cluster-params",
+        DBParameterGroupFamily="aurora-postgresql18",
+        Description="Conversation service (Aurora)",
+    )
+    rds.modify_db_cluster_parameter_group(
+        DBClusterParameterGroupName="conv-cluster-params",
+        Parameters=[{"ParameterName": "rds.force_ssl", "ParameterValue": force_ssl, "ApplyMethod": "pending-reboot"}],
+    )
+    rds.create_db_cluster(
+        DBClusterIdentifier="conv-cluster",
+        Engine="aurora-postgresql",
+        EngineVersion="18.3",
+        MasterUsername="raguser",
+        MasterUserPassword="x" * 16,
+        StorageEncrypted=True,
+        DBClusterParameterGroupName="conv-cluster-params",
+        ServerlessV2ScalingConfiguration={"MinCapacity": 0, "MaxCapacity": 4},
+    )
+    for name in ("conv-writer", "conv-reader"):
+        rds.create_db_instance(
+            DBInstanceIdentifier=name,
+            DBClusterIdentifier="conv-cluster",
+            Engine="aurora-postgresql",
+            DBInstanceClass="db.serverless",
+            PubliclyAccessible=False,
+        )
+    return rds, "conv-cluster"
+
+
+def test_an_aurora_cluster_is_checked_member_by_member():
+    with mock_aws():
+        rds, cluster = _aurora("1")
+        summary = verify._cluster(rds, cluster)
+        assert "cluster available, 2 instance(s), 0-4 ACU" in summary and "force_ssl on" in summary
+        rds.modify_db_instance(DBInstanceIdentifier="conv-reader", PubliclyAccessible=True)
+        with pytest.raises(verify.CheckFailed, match="conv-reader publicly accessible"):
+            verify._cluster(rds, cluster)
+
+
+def test_an_aurora_cluster_without_forced_tls_fails():
+    with mock_aws():
+        rds, cluster = _aurora("0")
+        with pytest.raises(verify.CheckFailed, match="rds.force_ssl is 0"):
+            verify._cluster(rds, cluster)
