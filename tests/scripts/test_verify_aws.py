@@ -427,5 +427,5 @@ def test_an_aurora_cluster_is_checked_member_by_member():
 def test_an_aurora_cluster_without_forced_tls_fails():
     with mock_aws():
         rds, cluster = _aurora("0")
-        with pytest.raises(verify.CheckFailed, match="rds.force_ssl is 0"):
+        with pytest.raises(verify.CheckFailed, match=r"rds\.force_ssl is 0"):
             verify._cluster(rds, cluster)
