@@ -223,11 +223,11 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         klass = props["DBInstanceClass"]
         if klass == "db.serverless":
             continue  # an Aurora instance: _aurora priced it
+        if klass not in prices["rds_instance_hour"]:
+            raise SystemExit(f"no price for {klass} in {PRICES.name}: add it (and its date)")
         replica = "SourceDBInstanceIdentifier" in props
         if not replica:
             proxied_vcpus += prices["rds_vcpus"][klass]  # the primary; a Multi-AZ standby is not billed
-        if klass not in prices["rds_instance_hour"]:
-            raise SystemExit(f"no price for {klass} in {PRICES.name}: add it (and its date)")
         copies = 2 if props.get("MultiAZ") else 1
         storage = int(props.get("AllocatedStorage", 20))
         add(

@@ -561,9 +561,13 @@ def _cluster(rds: Any, identifier: str) -> str:
     )
 
 
-def _parameter(rds: Any, group: str, name: str) -> str | None:
-    paginator = rds.get_paginator("describe_db_parameters")
-    for page in paginator.paginate(DBParameterGroupName=group):
+def _parameter(rds: Any, group: str, name: str, *, cluster: bool = False) -> str | None:
+    """A parameter's value in an instance's parameter group, or a cluster's."""
+    if cluster:
+        pages = rds.get_paginator("describe_db_cluster_parameters").paginate(DBClusterParameterGroupName=group)
+    else:
+        pages = rds.get_paginator("describe_db_parameters").paginate(DBParameterGroupName=group)
+    for page in pages:
         for parameter in page["Parameters"]:
             if parameter["ParameterName"] == name:
                 return parameter.get("ParameterValue")

@@ -134,15 +134,18 @@ class Database(Construct):
             targets.append(self.security_group)
         return targets
 
-    def _instance(self, vpc: ec2.IVpc, config: DeploymentConfig) -> rds.DatabaseInstance:
-        engine = rds.DatabaseInstanceEngine.postgres(version=POSTGRES_VERSION)
-        self.parameters = rds.ParameterGroup(
+    def _parameters(self, construct_id: str, engine: rds.IEngine, name: str) -> rds.ParameterGroup:
+        return rds.ParameterGroup(
             self,
-            "Parameters",
+            construct_id,
             engine=engine,
-            description="Conversation service: TLS only, slow-query logging",
+            description=f"{name}: TLS only, slow-query logging",
             parameters=PARAMETERS,
         )
+
+    def _instance(self, vpc: ec2.IVpc, config: DeploymentConfig) -> rds.DatabaseInstance:
+        engine = rds.DatabaseInstanceEngine.postgres(version=POSTGRES_VERSION)
+        self.parameters = self._parameters("Parameters", engine, "Conversation service")
         return rds.DatabaseInstance(
             self,
             "Instance",
@@ -211,13 +214,7 @@ class Database(Construct):
 
     def _cluster(self, vpc: ec2.IVpc, config: DeploymentConfig) -> rds.DatabaseCluster:
         engine = rds.DatabaseClusterEngine.aurora_postgres(version=AURORA_VERSION)
-        self.parameters = rds.ParameterGroup(
-            self,
-            "ClusterParameters",
-            engine=engine,
-            description="Conversation service (Aurora): TLS only, slow-query logging",
-            parameters=PARAMETERS,
-        )
+        self.parameters = self._parameters("ClusterParameters", engine, "Conversation service (Aurora)")
 
         def instance(name: str, *, scale_with_writer: bool = False) -> rds.IClusterInstance:
             return rds.ClusterInstance.serverless_v2(
@@ -487,7 +484,6 @@ class DataStack(cdk.Stack):
                 acknowledge(replica, "RDS10", no_protection)
         if database.cluster is not None:
             cluster = database.cluster
-            acknowledge(cluster, "RDS11", port)
             if not config.db_deletion_protection:
                 acknowledge(cluster, "RDS10", no_protection)
             for member in cluster.node.find_all():
