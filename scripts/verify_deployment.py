@@ -297,10 +297,10 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
         return f"{len(health)} of {len(health)} targets healthy"
 
     def database() -> str:
-        if target.output(outputs.DATABASE_CLUSTER_ID):
-            return _cluster(aws.client("rds"), _need(target, outputs.DATABASE_CLUSTER_ID))
-        identifier = _need(target, outputs.DATABASE_INSTANCE_ID)
         rds = aws.client("rds")
+        if target.output(outputs.DATABASE_CLUSTER_ID):
+            return _cluster(rds, _need(target, outputs.DATABASE_CLUSTER_ID))
+        identifier = _need(target, outputs.DATABASE_INSTANCE_ID)
         instance = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
         problems = []
         if instance["DBInstanceStatus"] != "available":

@@ -3,6 +3,8 @@ cluster), its read replicas and RDS Proxy if asked for, its secrets, and the sch
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_rds as rds
@@ -150,16 +152,8 @@ class Database(Construct):
             self,
             "Instance",
             engine=engine,
-            instance_type=ec2.InstanceType(config.db_instance_class),
-            vpc=vpc,
-            vpc_subnets=DATABASE_SUBNETS,
-            security_groups=[self.security_group],
-            publicly_accessible=False,
-            port=PORT,
             credentials=rds.Credentials.from_generated_secret(MASTER_USER),
             database_name=DATABASE_NAME,
-            parameter_group=self.parameters,
-            storage_type=rds.StorageType.GP3,
             allocated_storage=config.db_allocated_storage_gib,
             max_allocated_storage=config.db_max_allocated_storage_gib,
             storage_encrypted=True,
@@ -168,19 +162,34 @@ class Database(Construct):
             preferred_backup_window="02:00-03:00",
             preferred_maintenance_window="sun:03:30-sun:04:30",
             copy_tags_to_snapshot=True,
-            deletion_protection=config.db_deletion_protection,
             removal_policy=self.removal,
             delete_automated_backups=not config.is_prod,
-            iam_authentication=True,
-            enable_performance_insights=config.performance_insights,
             cloudwatch_logs_exports=["postgresql", "upgrade"],
-            cloudwatch_logs_retention=retention(config.log_retention_days),
-            auto_minor_version_upgrade=True,
             # A stack deployed with another major (17, before this project moved to 18) fails its
             # update until the operator allows the upgrade deliberately, after a snapshot.
             allow_major_version_upgrade=config.allow_major_version_upgrade,
-            ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
+            **self._instance_options(vpc, config),
         )
+
+    def _instance_options(self, vpc: ec2.IVpc, config: DeploymentConfig) -> dict[str, Any]:
+        """What the instance and its read replicas share: class, network, parameters, storage
+        type, authentication, monitoring, upgrades and CA."""
+        return {
+            "instance_type": ec2.InstanceType(config.db_instance_class),
+            "vpc": vpc,
+            "vpc_subnets": DATABASE_SUBNETS,
+            "security_groups": [self.security_group],
+            "publicly_accessible": False,
+            "port": PORT,
+            "parameter_group": self.parameters,
+            "storage_type": rds.StorageType.GP3,
+            "deletion_protection": config.db_deletion_protection,
+            "iam_authentication": True,
+            "enable_performance_insights": config.performance_insights,
+            "cloudwatch_logs_retention": retention(config.log_retention_days),
+            "auto_minor_version_upgrade": True,
+            "ca_certificate": rds.CaCertificate.RDS_CA_RSA2048_G1,
+        }
 
     def _replica(
         self, vpc: ec2.IVpc, config: DeploymentConfig, source: rds.DatabaseInstance, n: int
@@ -191,25 +200,12 @@ class Database(Construct):
             self,
             f"Replica{n}",
             source_database_instance=source,
-            instance_type=ec2.InstanceType(config.db_instance_class),
-            vpc=vpc,
-            vpc_subnets=DATABASE_SUBNETS,
-            security_groups=[self.security_group],
-            publicly_accessible=False,
-            port=PORT,
-            parameter_group=self.parameters,
-            storage_type=rds.StorageType.GP3,
             # Not storage_encrypted: a replica inherits its source's encryption, and
             # CloudFormation refuses the property beside SourceDBInstanceIdentifier.
             multi_az=False,
-            deletion_protection=config.db_deletion_protection,
             removal_policy=cdk.RemovalPolicy.DESTROY,  # a replica holds no data of its own
-            iam_authentication=True,
-            enable_performance_insights=config.performance_insights,
             cloudwatch_logs_exports=["postgresql"],
-            cloudwatch_logs_retention=retention(config.log_retention_days),
-            auto_minor_version_upgrade=True,
-            ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
+            **self._instance_options(vpc, config),
         )
 
     def _cluster(self, vpc: ec2.IVpc, config: DeploymentConfig) -> rds.DatabaseCluster:
