@@ -7,10 +7,18 @@ exception's message, so every message raised from here is short and free of secr
 Resource properties:
   MasterSecretArn     secret with host, port, dbname, username, password (the RDS master)
   AppSecretArn        secret with username, password for the application role
+  Migrations          the exact migration set, ``0001_name.sql:<sha-256>`` each: exactly these
+                      are applied. Required on Create. A set the database already has, or a
+                      prefix of it (CloudFormation's rollback sends the old properties to this
+                      new code, aws/aws-cdk#17040), applies nothing. An Update without it comes
+                      from a template older than the property: it applies nothing either.
   EmbeddingDimension  optional, default 1536
-  SslMode             optional libpq sslmode, default "require" (RDS enforces TLS)
-  MigrationsHash      changes whenever a migration file does, so CloudFormation sends an
-                      Update exactly then (read by CloudFormation, not by this code)
+  SslMode             optional libpq sslmode, default "verify-full" against the RDS certificate
+                      authorities shipped in the bundle (``DB_SSLROOTCERT`` overrides the file)
+
+A database that does not answer yet (an Aurora Serverless v2 cluster resuming from a pause
+takes 15 s, 30 s or more after a long idle) is waited for, bounded by RESUME_WAIT_S and the
+Lambda's remaining time, with a log line each try.
 
 No web framework is imported: the Lambda bundle carries psycopg, boto3 (from the runtime)
 and this package's migrator only.
@@ -29,7 +37,17 @@ from psycopg.conninfo import make_conninfo
 # Importing credentials also keeps botocore's DEBUG logging (whole secret values) off.
 from .credentials import is_auth_failure
 from .credentials import secrets_client as _secrets_client
-from .migrate import DEFAULT_EMBEDDING_DIMENSION, MigrationError, MigrationResult, ensure_app_role, first_line, migrate
+from .migrate import (
+    DEFAULT_EMBEDDING_DIMENSION,
+    MigrationError,
+    MigrationRef,
+    MigrationResult,
+    ensure_app_role,
+    first_line,
+    migrate,
+    parse_migration_set,
+)
+from .tls import describe_tls_failure, ssl_params
 
 log = logging.getLogger("conversations.cfn")
 log.setLevel(logging.INFO)
@@ -38,6 +56,13 @@ PHYSICAL_ID_PREFIX = "conversations-schema"
 MAX_REASON_CHARS = 500
 # Leave the Lambda this much time to report a failure instead of being killed mid-flight.
 SAFETY_MARGIN_MS = 5_000
+# How long to wait for a database that does not answer yet: a paused Aurora Serverless v2
+# cluster resumes in ~15 s, 30 s or more after a day idle. Never more than a third of the
+# Lambda's remaining time, so a database that stays away still ends in a reported failure.
+RESUME_WAIT_S = 180.0
+CONNECT_TIMEOUT_S = 10
+# Refused by a server that is starting up, or full: worth another try. Any other answer is final.
+TRANSIENT_REFUSALS = ("the database system is starting up", "not yet accepting connections", "too many clients")
 
 
 class SchemaError(RuntimeError):
@@ -62,6 +87,7 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
         master = _read_secret(client, props, "MasterSecretArn", secrets)
         app = _read_secret(client, props, "AppSecretArn", secrets)
         dimension = _dimension(props.get("EmbeddingDimension", DEFAULT_EMBEDDING_DIMENSION))
+        target = _migration_set(props, request_type)
         host, port, dbname = (
             _require(master, "host", "MasterSecretArn"),
             master.get("port", 5432),
@@ -69,8 +95,10 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
         )
 
         def apply(master: dict[str, Any], app: dict[str, Any]) -> MigrationResult:
-            with _connect(master, props, _remaining_seconds(context)) as conn:
-                result = migrate(conn, embedding_dimension=dimension, progress=lambda m: _log(m))
+            with _connect_waiting(master, props, context) as conn:
+                result = migrate(conn, embedding_dimension=dimension, progress=lambda m: _log(m), target=target)
+                # Roles and grants follow the secret this deployment names, a rollback's too;
+                # the schema above is never undone.
                 ensure_app_role(
                     conn,
                     str(_require(app, "username", "AppSecretArn")),
@@ -91,7 +119,10 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
                 app = _read_secret(client, props, "AppSecretArn", secrets)
                 result = apply(master, app)
         except psycopg.OperationalError as exc:
-            raise SchemaError(f"cannot reach or use database {host}:{port}/{dbname}: {first_line(exc)}") from None
+            tls = describe_tls_failure(str(exc), ssl_params(sslmode=_sslmode(props)).get("sslrootcert"))
+            raise SchemaError(
+                f"cannot reach or use database {host}:{port}/{dbname}: {tls or first_line(exc)}"
+            ) from None
         except psycopg.Error as exc:
             raise SchemaError(f"database error: {first_line(exc)}") from None
         except MigrationError as exc:
@@ -101,6 +132,8 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
             "PgvectorVersion": result.pgvector_version or "",
             "Applied": str(len(result.applied)),
         }
+        if result.ahead:
+            _log("the database keeps migrations this deployment does not name", ahead=result.ahead)
         _log("schema ready", elapsed_s=round(time.monotonic() - started, 2), **data)
         return {"PhysicalResourceId": f"{PHYSICAL_ID_PREFIX}:{dbname}", "Data": data}
     except SchemaError as exc:
@@ -113,6 +146,38 @@ def handler(event: dict[str, Any], context: Any = None, *, secrets_client: Any =
         raise SchemaError(reason) from None
 
 
+def _connect_waiting(master: dict[str, Any], props: dict[str, Any], context: Any) -> psycopg.Connection[Any]:
+    """Connect, waiting for a database that does not answer yet (see RESUME_WAIT_S)."""
+    deadline = time.monotonic() + min(RESUME_WAIT_S, _remaining_seconds(context) / 3)
+    pause = 1.0
+    while True:
+        try:
+            return _connect(master, props, _remaining_seconds(context))
+        except psycopg.OperationalError as exc:
+            if not _worth_waiting(exc) or time.monotonic() + pause >= deadline:
+                raise
+            _log(
+                "the database does not answer yet (an Aurora Serverless v2 cluster resumes from a pause "
+                "in 15-30 s); waiting",
+                retry_in_s=pause,
+                error=first_line(exc),
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
+def _worth_waiting(exc: psycopg.OperationalError) -> bool:
+    """No answer at all (refused, timed out) or a server starting up or full; never a refused
+    login, database or certificate, which waiting does not mend. (libpq reports a failed
+    connection as text only, with no SQLSTATE.)"""
+    text = str(exc)
+    if is_auth_failure(exc) or describe_tls_failure(text, None) or "does not support SSL" in text:
+        return False
+    if "FATAL:" in text:
+        return any(reason in text for reason in TRANSIENT_REFUSALS)
+    return True
+
+
 def _connect(master: dict[str, Any], props: dict[str, Any], budget_s: float) -> psycopg.Connection[Any]:
     conninfo = make_conninfo(
         host=str(_require(master, "host", "MasterSecretArn")),
@@ -120,13 +185,30 @@ def _connect(master: dict[str, Any], props: dict[str, Any], budget_s: float) -> 
         dbname=str(master.get("dbname", "postgres")),
         user=str(_require(master, "username", "MasterSecretArn")),
         password=str(_require(master, "password", "MasterSecretArn")),
-        sslmode=str(props.get("SslMode", "require")),
-        connect_timeout=str(max(2, min(10, int(budget_s / 3)))),
+        connect_timeout=str(max(2, min(CONNECT_TIMEOUT_S, int(budget_s / 3)))),
         application_name="conversations-schema",
         # No single statement may outlive the Lambda: fail and report instead.
         options=f"-c statement_timeout={int(max(1.0, budget_s - 10) * 1000)} -c lock_timeout=30000",
+        **ssl_params(sslmode=_sslmode(props)),
     )
     return psycopg.connect(conninfo, autocommit=True)
+
+
+def _sslmode(props: dict[str, Any]) -> str | None:
+    return str(props["SslMode"]) if props.get("SslMode") else None
+
+
+def _migration_set(props: dict[str, Any], request_type: str) -> list[MigrationRef]:
+    raw = props.get("Migrations")
+    if raw is None:
+        if request_type == "Create":
+            raise SchemaError("resource property Migrations is required")
+        _log("no Migrations property (a template older than it): applying nothing")
+        return []
+    try:
+        return parse_migration_set(raw)
+    except MigrationError as exc:
+        raise SchemaError(f"resource property Migrations: {exc}") from None
 
 
 def _read_secret(client: Any, props: dict[str, Any], key: str, collected: list[str]) -> dict[str, Any]:

@@ -5,6 +5,11 @@ with a SHA-256 checksum of its text. A session-level advisory lock serialises co
 runs (two deploys, or the custom resource racing a local run), re-running is a no-op, and
 an applied file whose text changed is an error: schema changes go in a new file.
 
+A caller may name the exact set to apply (``target``: file names and checksums, as the
+custom resource's properties carry them). Only that set is applied; a set the database
+already has, or a prefix of it, changes nothing: that is how CloudFormation's rollback,
+which sends the *old* set to the *new* code, leaves the schema alone.
+
 The module also creates and maintains the least-privilege application role. It imports
 nothing but psycopg, so the Lambda that runs it stays small.
 """
@@ -32,10 +37,34 @@ DEFAULT_EMBEDDING_DIMENSION = 1536
 MAX_EMBEDDING_DIMENSION = 2000
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_REF_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql:([0-9a-f]{64})$")
 
 
 class MigrationError(RuntimeError):
     """A migration cannot be applied; the message is safe to show (no secrets)."""
+
+
+@dataclass(frozen=True)
+class MigrationRef:
+    """One migration as a deployment names it: ``0002_conversations.sql:<sha-256 of its text>``."""
+
+    version: int
+    name: str
+    checksum: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.version:04d}_{self.name}.sql"
+
+    def __str__(self) -> str:
+        return f"{self.file_name}:{self.checksum}"
+
+    @classmethod
+    def parse(cls, text: object) -> MigrationRef:
+        match = _REF_RE.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise MigrationError(f"a migration must be named as 0001_name.sql:<sha-256>, got {str(text)[:90]!r}")
+        return cls(int(match.group(1)), match.group(2), match.group(3))
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,10 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
+    @property
+    def ref(self) -> MigrationRef:
+        return MigrationRef(self.version, self.name, self.checksum)
+
     def render(self, embedding_dimension: int) -> str:
         return self.text.replace("{{embedding_dimension}}", str(embedding_dimension))
 
@@ -58,6 +91,8 @@ class MigrationResult:
     applied: list[str] = field(default_factory=list)
     schema_version: int = 0
     pgvector_version: str | None = None
+    ahead: list[str] = field(default_factory=list)
+    """Applied migrations the requested set does not name (a rollback): they stay applied."""
 
 
 def default_migrations_dir() -> Path:
@@ -91,6 +126,60 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
+def migration_set(directory: Path | None = None) -> list[str]:
+    """Every migration in ``directory`` as a deployment names it (the custom resource's
+    ``Migrations`` property)."""
+    return [str(migration.ref) for migration in load_migrations(directory)]
+
+
+def parse_migration_set(raw: object) -> list[MigrationRef]:
+    """The ``Migrations`` property: a list of refs, each version once, in any order."""
+    if not isinstance(raw, list | tuple):
+        raise MigrationError("the migration set must be a list of 0001_name.sql:<sha-256> entries")
+    refs = sorted((MigrationRef.parse(item) for item in raw), key=lambda ref: ref.version)
+    versions = [ref.version for ref in refs]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("the migration set names a version twice")
+    return refs
+
+
+def plan(
+    bundle: list[Migration], applied: dict[int, tuple[str, str]], target: list[MigrationRef] | None
+) -> tuple[list[Migration], list[int]]:
+    """What to apply, and which applied versions the target does not name. ``target`` None
+    means every migration in the bundle. Refuses an edited file, a requested migration the
+    bundle lacks, and a pending one older than an applied one the target does not name."""
+    by_version = {migration.version: migration for migration in bundle}
+    wanted = [migration.ref for migration in bundle] if target is None else target
+    pending: list[Migration] = []
+    for ref in wanted:
+        if ref.version in applied:
+            _, checksum = applied[ref.version]
+            if checksum != ref.checksum:
+                raise MigrationError(
+                    f"migration {ref.file_name} was edited after it was applied "
+                    f"(recorded checksum {checksum[:12]}, file {ref.checksum[:12]}); "
+                    "add a new migration file instead"
+                )
+            continue
+        migration = by_version.get(ref.version)
+        if migration is None or migration.ref != ref:
+            has = f"has {migration.path.name}:{migration.checksum[:12]}" if migration else "does not have it"
+            raise MigrationError(
+                f"the deployment asks for {ref.file_name}:{ref.checksum[:12]} but this code {has}; "
+                "the template and the function's bundle come from different builds"
+            )
+        pending.append(migration)
+    named = {ref.version for ref in wanted}
+    ahead = sorted(version for version in applied if version not in named)
+    if pending and ahead and ahead[-1] > pending[0].version:
+        raise MigrationError(
+            f"{pending[0].path.name} is not applied but a later migration the deployment does not name is "
+            f"(version {ahead[-1]}); migrations are applied in order only"
+        )
+    return pending, ahead
+
+
 def validate_embedding_dimension(value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MigrationError("embedding dimension must be an integer")
@@ -105,8 +194,10 @@ def migrate(
     migrations_dir: Path | None = None,
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION,
     progress: Callable[[str], None] | None = None,
+    target: list[MigrationRef] | None = None,
 ) -> MigrationResult:
-    """Apply pending migrations on ``conn`` (which must be in autocommit mode)."""
+    """Apply pending migrations on ``conn`` (which must be in autocommit mode): every file in
+    ``migrations_dir``, or exactly the ``target`` set (see the module's docstring)."""
     validate_embedding_dimension(embedding_dimension)
     migrations = load_migrations(migrations_dir)
     if not conn.autocommit:
@@ -130,16 +221,8 @@ def migrate(
                 sql.SQL("SELECT version, name, checksum FROM {}").format(sql.Identifier(LEDGER_TABLE))
             )
         }
-        for migration in migrations:
-            if migration.version in applied:
-                _, checksum = applied[migration.version]
-                if checksum != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.path.name} was edited after it was applied "
-                        f"(recorded checksum {checksum[:12]}, file {migration.checksum[:12]}); "
-                        "add a new migration file instead"
-                    )
-                continue
+        pending, ahead = plan(migrations, applied, target)
+        for migration in pending:
             say(f"applying {migration.path.name}")
             try:
                 with conn.transaction():
@@ -153,9 +236,9 @@ def migrate(
             except psycopg.Error as exc:
                 raise MigrationError(f"migration {migration.path.name} failed: {first_line(exc)}") from exc
             result.applied.append(migration.path.name)
-        unknown = sorted(set(applied) - {m.version for m in migrations})
-        if unknown:
-            say(f"database has migrations this code does not know: {unknown}")
+        result.ahead = [f"{version:04d}_{applied[version][0]}.sql" for version in ahead]
+        if result.ahead:
+            say(f"applied, and not named by this deployment (migrations are never undone): {result.ahead}")
         _check_embedding_dimension(conn, embedding_dimension)
         result.schema_version = schema_version(conn)
         result.pgvector_version = pgvector_version(conn)
@@ -248,17 +331,19 @@ def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRo
     # at GRANT time; say it explicitly so a NOINHERIT login from an older deploy still inherits.
     inherit = sql.SQL(" WITH INHERIT TRUE") if conn.info.server_version >= 160000 else sql.SQL("")
     with conn.transaction():
-        if _role_exists(conn, roles.group):
-            conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(group))
-        else:
-            conn.execute(sql.SQL("CREATE ROLE {} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(group))
+        # Only attributes the migrating user holds itself: RDS's master (CREATEROLE, CREATEDB, not a
+        # superuser) may not even *name* SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE, so those
+        # are checked below instead of set. CREATE ROLE leaves all three off.
+        verb = "ALTER" if _role_exists(conn, roles.group) else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} WITH NOLOGIN NOCREATEDB NOCREATEROLE").format(group))
         # Utility statements take no bind parameters; sql.Literal quotes the verifier safely.
         verb = "ALTER" if _role_exists(conn, role) else "CREATE"
         conn.execute(
-            sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD {}").format(
+            sql.SQL(verb + " ROLE {} WITH LOGIN NOCREATEDB NOCREATEROLE INHERIT PASSWORD {}").format(
                 sql.Identifier(role), sql.Literal(verifier)
             )
         )
+        _refuse_privileged(conn, (*roles.logins, roles.group))
         logins = [sql.Identifier(name) for name in roles.logins if _role_exists(conn, name)]
         for login in logins:
             conn.execute(sql.SQL("ALTER ROLE {} WITH INHERIT").format(login))
@@ -284,6 +369,27 @@ def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRo
             )
         )
     return roles
+
+
+def _refuse_privileged(conn: psycopg.Connection, names: tuple[str, ...]) -> None:
+    """An application role must hold no attribute that bypasses privileges. Only a superuser
+    can clear one, so the error names the statement for the operator to run as one."""
+    rows = conn.execute(
+        "SELECT rolname, rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",
+        (list(names),),
+    ).fetchall()
+    for name, superuser, replication, bypassrls in rows:
+        held = [
+            attr
+            for attr, on in (("SUPERUSER", superuser), ("REPLICATION", replication), ("BYPASSRLS", bypassrls))
+            if on
+        ]
+        if held:
+            clear = " ".join("NO" + attr for attr in held)
+            raise MigrationError(
+                f"application role {name} has {', '.join(held)}, which lets it bypass its privileges; "
+                f"only a superuser can clear that: ALTER ROLE {name} {clear}"
+            )
 
 
 def _role_exists(conn: psycopg.Connection, name: str) -> bool:

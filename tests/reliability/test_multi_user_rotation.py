@@ -16,7 +16,7 @@ from psycopg import sql
 
 from conversations import credentials
 from conversations.cfn_handler import handler
-from conversations.migrate import LEDGER_TABLE, AppRoles, default_migrations_dir
+from conversations.migrate import LEDGER_TABLE, AppRoles, default_migrations_dir, migration_set
 from devtools.lambda_context import LambdaContext
 from devtools.secrets import create_stack_secrets
 from devtools.serving import serve
@@ -42,7 +42,7 @@ def deployment(pg, empty_db, tmp_path, monkeypatch):
             host=pg.host,
             port=pg.port,
             dbname=empty_db,
-            master=(pg.superuser, pg.superuser_password),
+            master=(pg.master, pg.master_password),
             app=(APP_USER, secrets.token_urlsafe(18)),
         )
         master, app = arns.master_arn, arns.app_arn
@@ -60,6 +60,7 @@ def deploy(d: dict) -> dict:
             "AppSecretArn": d["app"],
             "SslMode": "disable",
             "EmbeddingDimension": "8",
+            "Migrations": migration_set(),  # the bundle's, MIGRATIONS_DIR with the added files
         },
     }
     return handler(event, LambdaContext())

@@ -15,8 +15,9 @@ from moto import mock_aws
 
 from conversations import cfn_handler
 from conversations.cfn_handler import SchemaError, handler
-from conversations.migrate import LEDGER_TABLE, load_migrations
+from conversations.migrate import LEDGER_TABLE, load_migrations, migration_set
 from devtools.lambda_context import LambdaContext
+from devtools.postgres import ensure_rds_master
 from devtools.secrets import create_stack_secrets
 from tests.support.service import drop_roles
 
@@ -38,7 +39,7 @@ def stack_secrets(pg, empty_db, secretsmanager):
         host=pg.host,
         port=pg.port,
         dbname=empty_db,
-        master=(pg.superuser, pg.superuser_password),
+        master=(pg.master, pg.master_password),
         app=(APP_ROLE, app_password),
     )
     yield {"master": arns.master_arn, "app": arns.app_arn, "app_password": app_password, "db": empty_db}
@@ -57,6 +58,8 @@ def event(request_type: str, s: dict, **props) -> dict:
             "AppSecretArn": s["app"],
             "SslMode": "disable",
             "EmbeddingDimension": "8",
+            # As the template names them: every migration of the bundle (MIGRATIONS_DIR's, if set).
+            "Migrations": migration_set(),
             **props,
         },
     }
@@ -130,7 +133,7 @@ def test_wrong_master_password_fails_fast_without_leaking_it(pg, stack_secrets, 
                 "host": pg.host,
                 "port": pg.port,
                 "dbname": stack_secrets["db"],
-                "username": pg.superuser,
+                "username": pg.master,
                 "password": wrong,
             }
         ),
@@ -209,10 +212,11 @@ class RotatesAfterFirstRead:
 
 
 def test_a_master_password_rotated_under_the_handler_is_read_again_once(pg, stack_secrets, secretsmanager):
-    # Given a master login of its own (the tests' superuser must keep its password)
+    # Given a master login of its own, RDS-like, owning the database (the shared master keeps its password)
     master_user, old, new = f"master_{secrets.token_hex(3)}", secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {master_user} SUPERUSER LOGIN PASSWORD '{old}'")
+        ensure_rds_master(conn, master_user, old)
+        conn.execute(f"ALTER DATABASE {stack_secrets['db']} OWNER TO {master_user}")
     where = {"host": pg.host, "port": pg.port, "dbname": stack_secrets["db"], "username": master_user}
     master_arn = stack_secrets["master"]
     secretsmanager.put_secret_value(SecretId=master_arn, SecretString=json.dumps({**where, "password": old}))
@@ -234,6 +238,8 @@ def test_a_master_password_rotated_under_the_handler_is_read_again_once(pg, stac
     finally:
         with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {stack_secrets['db']} WITH (FORCE)")
+        drop_roles(pg, APP_ROLE)  # the roles it granted memberships of go first
+        with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
             conn.execute(f"DROP ROLE {master_user}")
 
 
@@ -241,7 +247,7 @@ def test_a_wrong_master_password_is_read_again_only_once(pg, stack_secrets, secr
     secretsmanager.put_secret_value(
         SecretId=stack_secrets["master"],
         SecretString=json.dumps(
-            {"host": pg.host, "port": pg.port, "dbname": stack_secrets["db"], "username": pg.superuser, "password": "x"}
+            {"host": pg.host, "port": pg.port, "dbname": stack_secrets["db"], "username": pg.master, "password": "x"}
         ),
     )
     client = RotatesAfterFirstRead(secretsmanager, stack_secrets["master"], lambda: None)

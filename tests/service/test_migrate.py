@@ -22,6 +22,11 @@ from tests.support.service import drop_roles
 
 
 def connect(pg: PostgresServer, db: str) -> psycopg.Connection:
+    """As the RDS-like master, which is not a superuser."""
+    return psycopg.connect(pg.master_conninfo(db), autocommit=True)
+
+
+def as_superuser(pg: PostgresServer, db: str) -> psycopg.Connection:
     return psycopg.connect(pg.conninfo(db), autocommit=True)
 
 
@@ -182,7 +187,7 @@ def test_app_role_can_use_the_tables_but_not_change_the_schema(pg, empty_db):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     app.execute(ddl)
     finally:
-        with connect(pg, empty_db) as conn:
+        with as_superuser(pg, empty_db) as conn:
             conn.execute("DROP OWNED BY ddl_probe_app, ddl_probe_app_group")
         drop_roles(pg, "ddl_probe_app")
 
@@ -203,12 +208,12 @@ def test_app_password_reaches_the_server_only_as_a_scram_verifier(pg, empty_db, 
         assert "ALTER ROLE" in sent or "CREATE ROLE" in sent
         assert password not in sent
         assert "SCRAM-SHA-256$" in sent
-        with connect(pg, empty_db) as conn:
+        with as_superuser(pg, empty_db) as conn:
             stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe_app'").fetchone()[0]
         assert stored.startswith("SCRAM-SHA-256$")
         # And the role logs in with the password (the verifier is a real one)
         psycopg.connect(pg.conninfo(empty_db, "scram_probe_app", password)).close()
     finally:
-        with connect(pg, empty_db) as conn:
+        with as_superuser(pg, empty_db) as conn:
             conn.execute("DROP OWNED BY scram_probe_app, scram_probe_app_group")
         drop_roles(pg, "scram_probe_app")

@@ -27,11 +27,12 @@ class MigratedDatabase:
 
 
 def migrated_database(pg: PostgresServer) -> Iterator[MigratedDatabase]:
-    """A new database, migrated (small embeddings keep tests fast), with its own app role."""
+    """A new database, migrated by the RDS-like master (small embeddings keep tests fast), with
+    its own app role."""
     name = pg.create_database("svc")
     role = f"app_{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(16)
-    with psycopg.connect(pg.conninfo(name), autocommit=True) as conn:
+    with psycopg.connect(pg.master_conninfo(name), autocommit=True) as conn:
         migrate(conn, embedding_dimension=EMBEDDING_DIMENSION)
         ensure_app_role(conn, role, password)
     try:
