@@ -24,14 +24,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from conversations.embedded import MASTER_USER, ensure_rds_master
+
 from .net import free_port
 
 SUPERUSER = "postgres"
-# The stack's master user (stacks/data.py MASTER_USER) and RDS's group of privileged roles.
-MASTER = "raguser"
-RDS_SUPERUSER = "rds_superuser"
-# What RDS grants rds_superuser among PostgreSQL's predefined roles (those the project may touch).
-RDS_SUPERUSER_MEMBERSHIPS = ("pg_monitor", "pg_signal_backend")
+MASTER = MASTER_USER
 
 
 @dataclass
@@ -109,25 +107,6 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def ensure_rds_master(conn: psycopg.Connection, master: str, password: str | None) -> None:
-    """As a superuser on ``conn``: the master login as RDS creates it (LOGIN, CREATEROLE,
-    CREATEDB, NOSUPERUSER, a member of rds_superuser). ``password`` None keeps the one it has
-    (a local socket with trust authentication needs none)."""
-    group, login = sql.Identifier(RDS_SUPERUSER), sql.Identifier(master)
-    exists = "SELECT 1 FROM pg_roles WHERE rolname = %s"
-    with conn.transaction():
-        if conn.execute(exists, (RDS_SUPERUSER,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(group))
-            for predefined in RDS_SUPERUSER_MEMBERSHIPS:
-                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(predefined), group))
-        verb = "ALTER" if conn.execute(exists, (master,)).fetchone() else "CREATE"
-        attributes = sql.SQL(" WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB INHERIT")
-        if password is not None:
-            attributes += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
-        conn.execute(sql.SQL(verb + " ROLE {}").format(login) + attributes)
-        conn.execute(sql.SQL("GRANT {} TO {}").format(group, login))
 
 
 def from_database_url(url: str) -> PostgresServer:

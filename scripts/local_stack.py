@@ -47,6 +47,7 @@ def apply_schema(data_dir: Path, embedding_dimension: int) -> tuple[str, dict[st
 
     from conversations import cfn_handler
     from conversations.embedded import APP_ROLE, start_server
+    from conversations.migrate import migration_set
 
     admin = conninfo_to_dict(start_server(data_dir))
     app_secret = _local_app_secret(data_dir, APP_ROLE)
@@ -72,8 +73,9 @@ def apply_schema(data_dir: Path, embedding_dimension: int) -> tuple[str, dict[st
                 "MasterSecretArn": arns.master_arn,
                 "AppSecretArn": arns.app_arn,
                 "EmbeddingDimension": str(embedding_dimension),
-                # The embedded server listens on a Unix socket only; RDS gets "require".
+                # The embedded server listens on a Unix socket only; RDS gets "verify-full".
                 "SslMode": "disable",
+                "Migrations": migration_set(),
             },
         }
         response = cfn_handler.handler(event, LambdaContext(), secrets_client=client)

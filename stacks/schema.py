@@ -33,13 +33,14 @@ SERVICE_DIR = ROOT / "service"
 MIGRATIONS_DIR = SERVICE_DIR / "migrations"
 WHEEL_CACHE = ROOT / ".local" / "lambda-wheels"
 HANDLER = "conversations.cfn_handler.handler"
-# Only what the handler imports: no web framework, no store, no settings.
-HANDLER_MODULES = ("__init__.py", "cfn_handler.py", "credentials.py", "migrate.py")
+# Only what the handler imports: no web framework, no store, no settings; and the RDS
+# certificate authorities it verifies the database against (conversations/tls.py).
+HANDLER_FILES = ("__init__.py", "cfn_handler.py", "credentials.py", "migrate.py", "tls.py", "rds-ca-bundle.pem")
 LAMBDA_PYTHON = "3.14"
 ASSET_SOURCES = [
     "*",
     "!conversations",
-    *(f"!conversations/{module}" for module in HANDLER_MODULES),
+    *(f"!conversations/{module}" for module in HANDLER_FILES),
     "!migrations",
     "!migrations/*.sql",
     "!requirements.txt",
@@ -57,12 +58,16 @@ def psycopg_requirement() -> str:
     raise RuntimeError("service/requirements.txt must pin psycopg[binary]")
 
 
-def migrations_hash(directory: Path = MIGRATIONS_DIR) -> str:
-    """Changes exactly when a migration file is added, removed or edited."""
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.sql")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def migration_set(directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The exact migration set the handler applies, ``0001_name.sql:<sha-256 of its text>``
+    each, in order: the same names and checksums as conversations.migrate.migration_set (a test
+    compares them), computed here because stacks/ imports nothing from service/. Any added,
+    removed or edited file changes it, so CloudFormation sends an Update exactly then; and a
+    rollback sends the old set back, which the handler leaves applied as it is."""
+    return [
+        f"{path.name}:{hashlib.sha256(path.read_text(encoding='utf-8').encode('utf-8')).hexdigest()}"
+        for path in sorted(directory.glob("*.sql"))
+    ]
 
 
 @jsii.implements(cdk.ILocalBundling)
@@ -74,7 +79,7 @@ class LocalPipBundling:
         out = Path(output_dir)
         package = out / "conversations"
         package.mkdir(parents=True, exist_ok=True)
-        for module in HANDLER_MODULES:
+        for module in HANDLER_FILES:
             shutil.copy2(SERVICE_DIR / "conversations" / module, package / module)
         (out / "migrations").mkdir(exist_ok=True)
         for migration in sorted(MIGRATIONS_DIR.glob("*.sql")):
@@ -114,8 +119,8 @@ class LocalPipBundling:
 class SchemaMigrations(Construct):
     """Runs the migrations (and creates the application role) as a custom resource.
 
-    Create and Update migrate; Delete leaves the data alone. The resource re-runs exactly
-    when the migrations change (``MigrationsHash``) or the secrets or dimension do.
+    Create and Update apply exactly the migration set in ``Migrations``; Delete leaves the data
+    alone. The resource re-runs exactly when that set changes or the secrets or dimension do.
     """
 
     def __init__(
@@ -196,8 +201,9 @@ class SchemaMigrations(Construct):
                 "MasterSecretArn": master_secret.secret_arn,
                 "AppSecretArn": app_secret.secret_arn,
                 "EmbeddingDimension": str(embedding_dimension),
-                "SslMode": "require",
-                "MigrationsHash": migrations_hash(),
+                # TLS verified against the RDS CAs in the bundle (conversations/tls.py).
+                "SslMode": "verify-full",
+                "Migrations": migration_set(),
             },
             removal_policy=cdk.RemovalPolicy.DESTROY,  # Delete is a no-op on the data
         )

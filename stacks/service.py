@@ -48,7 +48,8 @@ def database_environment(
     env = {
         "PORT": str(CONTAINER_PORT),
         "EMBEDDING_DIMENSION": str(config.embedding_dimension),
-        "DB_SSLMODE": "require",
+        # Verified TLS: the image carries the RDS certificate authorities (conversations/tls.py).
+        "DB_SSLMODE": "verify-full",
         "POOL_MAX_SIZE": "10",
         "LOG_LEVEL": "INFO",
         # After a rotation the service re-reads its credentials from this secret.

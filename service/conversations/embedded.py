@@ -4,6 +4,12 @@ Used when no database is configured. Data lives under ``<LOCAL_DATA_DIR>/pgdata`
 conversations survive a restart; the server is shared by every local process that asks for
 the same directory (the service, the import tools) and keeps running after them. It listens
 on a Unix socket only, never on a network port.
+
+It is set up as RDS sets up an instance: the schema is applied by a master login that is **not
+a superuser** (``raguser``: CREATEROLE, CREATEDB, a member of ``rds_superuser``, the owner of
+``ragdb``), so ``make up`` exercises every statement the schema handler runs in AWS with the
+privileges it has there. The bootstrap superuser only creates that login, the database and
+pgvector (which RDS lets its master create from its allow-list).
 """
 
 from __future__ import annotations
@@ -17,12 +23,17 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from .migrate import ensure_app_role, migrate
+from .migrate import AppRoles, ensure_app_role, migrate
 
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "ragdb"
 APP_ROLE = "conversations_app"
+# The stack's master user (stacks/data.py MASTER_USER) and RDS's group of privileged roles.
+MASTER_USER = "raguser"
+RDS_SUPERUSER = "rds_superuser"
+# What RDS grants rds_superuser among PostgreSQL's predefined roles (those the project may touch).
+RDS_SUPERUSER_MEMBERSHIPS = ("pg_monitor", "pg_signal_backend")
 # The socket accepts local connections without a password (trust); the role still needs
 # one to exist, and it never leaves this machine.
 LOCAL_APP_PASSWORD = "local-only"  # noqa: S105 - trust auth on a local socket ignores it
@@ -31,7 +42,7 @@ LOCAL_APP_PASSWORD = "local-only"  # noqa: S105 - trust auth on a local socket i
 @dataclass(frozen=True)
 class EmbeddedDatabase:
     admin_conninfo: str
-    """The superuser, for migrations and tools."""
+    """The master (not a superuser), for migrations and tools."""
     app_conninfo: str
     """The least-privilege application role the service runs as."""
 
@@ -69,9 +80,10 @@ def check_data_version(pgdata: Path) -> None:
 
 
 def start_server(data_dir: Path) -> str:
-    """Start (or join) the embedded server for ``data_dir`` and make sure ``ragdb`` exists.
+    """Start (or join) the embedded server for ``data_dir`` and make sure ``ragdb`` exists, owned
+    by the RDS-like master, with pgvector in it.
 
-    Returns the superuser's conninfo for ``ragdb`` (Unix socket, trust authentication)."""
+    Returns the master's conninfo for ``ragdb`` (Unix socket, trust authentication)."""
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); /tmp is fine.
@@ -93,9 +105,62 @@ def start_server(data_dir: Path) -> str:
         server.ensure_postgres_running()
     socket_dir = str(server.get_postmaster_info().socket_dir)
     with psycopg.connect(make_conninfo(host=socket_dir, user="postgres", dbname="postgres"), autocommit=True) as conn:
+        ensure_rds_master(conn, MASTER_USER, None)
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-    return make_conninfo(host=socket_dir, user="postgres", dbname=DATABASE_NAME)
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(DATABASE_NAME), sql.Identifier(MASTER_USER)
+                )
+            )
+    with psycopg.connect(
+        make_conninfo(host=socket_dir, user="postgres", dbname=DATABASE_NAME), autocommit=True
+    ) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        _hand_over_to_master(conn)
+    return make_conninfo(host=socket_dir, user=MASTER_USER, dbname=DATABASE_NAME)
+
+
+def ensure_rds_master(conn: psycopg.Connection, master: str, password: str | None) -> None:
+    """As a superuser on ``conn``: the master login as RDS creates it (LOGIN, CREATEROLE,
+    CREATEDB, NOSUPERUSER, a member of rds_superuser). ``password`` None keeps the one it has
+    (a local socket with trust authentication needs none)."""
+    group, login = sql.Identifier(RDS_SUPERUSER), sql.Identifier(master)
+    exists = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+    with conn.transaction():
+        if conn.execute(exists, (RDS_SUPERUSER,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(group))
+            for predefined in RDS_SUPERUSER_MEMBERSHIPS:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(predefined), group))
+        verb = "ALTER" if conn.execute(exists, (master,)).fetchone() else "CREATE"
+        attributes = sql.SQL(" WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB INHERIT")
+        if password is not None:
+            attributes += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        conn.execute(sql.SQL(verb + " ROLE {}").format(login) + attributes)
+        conn.execute(sql.SQL("GRANT {} TO {}").format(group, login))
+
+
+def _hand_over_to_master(conn: psycopg.Connection) -> None:
+    """A ``.local`` made before the master existed was migrated by the superuser: give the master
+    the database, its tables and the application roles, as RDS's master has them."""
+    master = sql.Identifier(MASTER_USER)
+    app = AppRoles.for_user(APP_ROLE)
+    with conn.transaction():
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DATABASE_NAME), master))
+        tables = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relowner <> %s::regrole",
+            (MASTER_USER,),
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), master))
+        roles = conn.execute(
+            "SELECT r.rolname FROM pg_roles r WHERE r.rolname = ANY(%s) AND NOT EXISTS ("
+            " SELECT 1 FROM pg_auth_members m"
+            " WHERE m.roleid = r.oid AND m.member = %s::regrole AND m.admin_option)",
+            ([*app.logins, app.group], MASTER_USER),
+        ).fetchall()
+        for (role,) in roles:
+            conn.execute(sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(sql.Identifier(role), master))
 
 
 def start_embedded(data_dir: Path, *, embedding_dimension: int) -> EmbeddedDatabase:

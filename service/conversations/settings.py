@@ -10,6 +10,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .migrate import DEFAULT_EMBEDDING_DIMENSION, DEFAULT_STATEMENT_TIMEOUT_MS, MAX_EMBEDDING_DIMENSION
+from .tls import ssl_params
 
 MIB = 1024 * 1024
 # A placeholder token is accepted only on the embedded local database.
@@ -155,9 +156,9 @@ def _database_url(env: Mapping[str, str]) -> str | None:
         dbname=env["DB_NAME"],
         user=env["DB_USER"],
         password=env["DB_PASSWORD"],
-        # RDS enforces TLS (rds.force_ssl=1); 'require' encrypts without needing the CA bundle.
-        sslmode=env.get("DB_SSLMODE", "require"),
         application_name="conversations",
+        # verify-full against the RDS CAs shipped in the image, unless DB_SSLMODE says otherwise.
+        **ssl_params(env),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stacks.schema import HANDLER_MODULES, MIGRATIONS_DIR
+from stacks.schema import HANDLER_FILES, MIGRATIONS_DIR
 
 
 def lambda_bundle(synth) -> Path:
@@ -22,7 +22,7 @@ def lambda_bundle(synth) -> Path:
 def test_bundle_has_handler_migrations_and_lambda_platform_psycopg(dev, capsys):
     bundle = lambda_bundle(dev)
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    for module in HANDLER_MODULES:
+    for module in HANDLER_FILES:
         assert f"conversations/{module}" in names
     assert {f"migrations/{p.name}" for p in MIGRATIONS_DIR.glob("*.sql")} <= names
     binaries = [n for n in names if n.startswith("psycopg_binary/") and n.endswith(".so")]
@@ -91,6 +91,8 @@ def test_untracked_files_under_service_never_reach_an_asset(dev):
         assert not {f for f in files if ".local" in f or f.endswith(("notes.txt", ".bak", ".json"))}
         assert "Dockerfile" in files and "requirements.txt" in files and "conversations/api.py" in files
         assert "conversations/static/index.html" in files and "migrations/0001_vector_extension.sql" in files
+        # The RDS certificate authorities the service verifies the database against
+        assert "conversations/rds-ca-bundle.pem" in files
     finally:
         for path in created:
             path.unlink()

@@ -156,14 +156,16 @@ def test_master_secret_is_generated_for_raguser(dev):
 # ------------------------------------------------------------------ schema custom resource
 
 
-def test_schema_resource_hashes_migrations_and_reads_both_secrets(small):
-    from stacks.schema import migrations_hash
+def test_schema_resource_names_the_exact_migration_set_and_verifies_tls(small):
+    from conversations.migrate import migration_set as handler_migration_set
+    from stacks.schema import migration_set
 
     resource = only(small.data, "Custom::ConversationSchema")
     props = resource["Properties"]
-    assert props["MigrationsHash"] == migrations_hash()
+    # The set the handler applies, named as the handler names it: a rollback sends it back
+    assert props["Migrations"] == migration_set() == handler_migration_set()
     assert set(props) >= {"ServiceToken", "MasterSecretArn", "AppSecretArn", "EmbeddingDimension", "SslMode"}
-    assert props["SslMode"] == "require" and props["EmbeddingDimension"] == "1536"
+    assert props["SslMode"] == "verify-full" and props["EmbeddingDimension"] == "1536"
     # It waits for the instance and the network paths to it, and gives up well under an hour.
     depends = resource["DependsOn"]
     assert any(d.startswith("DatabaseInstance") for d in depends)
@@ -171,17 +173,19 @@ def test_schema_resource_hashes_migrations_and_reads_both_secrets(small):
     assert int(props["ServiceTimeout"]) <= 900
 
 
-def test_migrations_hash_changes_with_any_migration(tmp_path):
+def test_migration_set_changes_with_any_migration(tmp_path):
     import shutil
 
-    from stacks.schema import MIGRATIONS_DIR, migrations_hash
+    from stacks.schema import MIGRATIONS_DIR, migration_set
 
     copy = tmp_path / "m"
     shutil.copytree(MIGRATIONS_DIR, copy)
-    before = migrations_hash(copy)
-    assert before == migrations_hash()
+    before = migration_set(copy)
+    assert before == migration_set()
     (copy / "0999_new.sql").write_text("SELECT 1;")
-    assert migrations_hash(copy) != before
+    assert migration_set(copy)[:-1] == before and migration_set(copy)[-1].startswith("0999_new.sql:")
+    (copy / "0002_conversations.sql").write_text("-- edited\n")
+    assert migration_set(copy)[1] != before[1]
 
 
 def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(small):
@@ -304,6 +308,8 @@ def test_credentials_are_injected_from_secrets_never_plain_environment(small):
     assert secret_names == {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "API_TOKEN"}
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert not {"DB_PASSWORD", "API_TOKEN", "DATABASE_URL"} & set(env)
+    # TLS to the database is verified (the image carries the RDS CAs), never only encrypted
+    assert env["DB_SSLMODE"] == "verify-full" and "DB_SSLROOTCERT" not in env
     assert container["ReadonlyRootFilesystem"] is True
     assert container["User"] == "10001"
 

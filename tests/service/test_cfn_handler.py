@@ -15,9 +15,9 @@ from moto import mock_aws
 
 from conversations import cfn_handler
 from conversations.cfn_handler import SchemaError, handler
+from conversations.embedded import ensure_rds_master
 from conversations.migrate import LEDGER_TABLE, load_migrations, migration_set
 from devtools.lambda_context import LambdaContext
-from devtools.postgres import ensure_rds_master
 from devtools.secrets import create_stack_secrets
 from tests.support.service import drop_roles
 

@@ -50,3 +50,36 @@ def test_a_data_directory_of_another_major_version_is_refused_with_the_way_out(t
     message = str(refused.value)
     assert f"PostgreSQL 16 database; this checkout runs PostgreSQL {local_major()}" in message
     assert f"mv {pgdata} {pgdata}-16" in message
+
+
+def test_make_up_migrates_as_a_master_that_is_not_a_superuser_and_adopts_an_older_local_database(tmp_path):
+    from conversations.embedded import DATABASE_NAME, MASTER_USER, start_embedded, start_server
+    from conversations.migrate import ensure_app_role, migrate
+
+    data_dir = tmp_path / "local"
+    try:
+        # Given a .local made before the master existed: migrated by the superuser, which owns it all
+        master = start_server(data_dir)
+        superuser = master.replace(f"user={MASTER_USER}", "user=postgres")
+        with psycopg.connect(superuser, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {DATABASE_NAME} OWNER TO postgres")
+            migrate(conn, embedding_dimension=8)
+            ensure_app_role(conn, APP_ROLE, "local-only")
+            conn.execute("INSERT INTO conversations (conversation_id) VALUES ('older')")
+        # When make up starts it again (migrations and the app role, as the master)
+        database = start_embedded(data_dir, embedding_dimension=8)
+        # Then the master, not a superuser, owns the database and its tables, and its data is there
+        with psycopg.connect(database.admin_conninfo, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT current_user, usesuper FROM pg_user WHERE usename = current_user"
+            ).fetchone() == (
+                MASTER_USER,
+                False,
+            )
+            owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall()
+            assert owners == [(MASTER_USER,)]
+            assert conn.execute("SELECT conversation_id FROM conversations").fetchall() == [("older",)]
+        # And a second start, as a redeploy is (every role statement again), passes as well
+        start_embedded(data_dir, embedding_dimension=8)
+    finally:
+        stop_embedded(data_dir)

@@ -8,6 +8,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from conversations.settings import LOCAL_DEV_TOKEN, Settings, SettingsError
+from conversations.tls import RDS_CA_BUNDLE
 
 TOKEN = "a-real-token-of-some-length"
 
@@ -32,8 +33,20 @@ def test_db_variables_as_ecs_injects_them():
     )
     params = conninfo_to_dict(settings.database_url)
     assert params["host"] == "db.example" and params["port"] == "5433" and params["dbname"] == "ragdb"
-    assert params["password"] == "p@ss word'" and params["sslmode"] == "require"
+    assert params["password"] == "p@ss word'"
+    # TLS is verified by default, against the RDS certificate authorities shipped with the code
+    assert params["sslmode"] == "verify-full" and params["sslrootcert"] == str(RDS_CA_BUNDLE)
+    assert RDS_CA_BUNDLE.is_file()
     assert not settings.embedded
+
+
+def test_tls_root_and_mode_can_be_named():
+    settings = Settings.from_env({**ECS_DB, "DB_SSLROOTCERT": "/etc/private-ca.pem"})
+    params = conninfo_to_dict(settings.database_url)
+    assert params["sslmode"] == "verify-full" and params["sslrootcert"] == "/etc/private-ca.pem"
+    # An operator may still choose encryption without verification; then no CA file is passed
+    params = conninfo_to_dict(Settings.from_env({**ECS_DB, "DB_SSLMODE": "require"}).database_url)
+    assert params["sslmode"] == "require" and "sslrootcert" not in params
 
 
 ECS_DB = {
@@ -52,7 +65,8 @@ def test_a_read_host_shares_the_writers_login_port_and_tls():
     params = conninfo_to_dict(settings.database_read_url)
     assert params["host"] == "reader.example" and params["port"] == "5433" and params["dbname"] == "ragdb"
     assert params["user"] == "conversations_app" and params["password"] == "secret"
-    assert params["sslmode"] == "require" and params["application_name"] == "conversations-read"
+    assert params["sslmode"] == "verify-full" and params["sslrootcert"] == str(RDS_CA_BUNDLE)
+    assert params["application_name"] == "conversations-read"
     assert "load_balance_hosts" not in params
 
 
