@@ -332,8 +332,10 @@ def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRo
     inherit = sql.SQL(" WITH INHERIT TRUE") if conn.info.server_version >= 160000 else sql.SQL("")
     with conn.transaction():
         # Only attributes the migrating user holds itself: RDS's master (CREATEROLE, CREATEDB, not a
-        # superuser) may not even *name* SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE, so those
-        # are checked below instead of set. CREATE ROLE leaves all three off.
+        # superuser) may not even *name* SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE, nor alter
+        # a superuser role at all, so those are checked first instead of set. CREATE ROLE leaves all
+        # three off.
+        _refuse_privileged(conn, (*roles.logins, roles.group))
         verb = "ALTER" if _role_exists(conn, roles.group) else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} WITH NOLOGIN NOCREATEDB NOCREATEROLE").format(group))
         # Utility statements take no bind parameters; sql.Literal quotes the verifier safely.
@@ -343,7 +345,6 @@ def ensure_app_role(conn: psycopg.Connection, role: str, password: str) -> AppRo
                 sql.Identifier(role), sql.Literal(verifier)
             )
         )
-        _refuse_privileged(conn, (*roles.logins, roles.group))
         logins = [sql.Identifier(name) for name in roles.logins if _role_exists(conn, name)]
         for login in logins:
             conn.execute(sql.SQL("ALTER ROLE {} WITH INHERIT").format(login))

@@ -8,68 +8,20 @@ import logging
 import secrets
 import sys
 
-import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 
 from conversations import cfn_handler
 from conversations.cfn_handler import SchemaError, handler
 from conversations.embedded import ensure_rds_master
-from conversations.migrate import LEDGER_TABLE, load_migrations, migration_set
+from conversations.migrate import LEDGER_TABLE, load_migrations
 from devtools.lambda_context import LambdaContext
-from devtools.secrets import create_stack_secrets
+from tests.support.cloudformation import APP_ROLE, schema_event
 from tests.support.service import drop_roles
-
-APP_ROLE = "cfn_test_app"
-
-
-@pytest.fixture
-def secretsmanager():
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="eu-west-1")
-
-
-@pytest.fixture
-def stack_secrets(pg, empty_db, secretsmanager):
-    """The two secrets as the DataStack creates them, pointing at a fresh database."""
-    app_password = secrets.token_urlsafe(18)
-    arns = create_stack_secrets(
-        secretsmanager,
-        host=pg.host,
-        port=pg.port,
-        dbname=empty_db,
-        master=(pg.master, pg.master_password),
-        app=(APP_ROLE, app_password),
-    )
-    yield {"master": arns.master_arn, "app": arns.app_arn, "app_password": app_password, "db": empty_db}
-    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {empty_db} WITH (FORCE)")
-    drop_roles(pg, APP_ROLE)
-
-
-def event(request_type: str, s: dict, **props) -> dict:
-    body = {
-        "RequestType": request_type,
-        "LogicalResourceId": "SchemaMigrations",
-        "ResourceProperties": {
-            "ServiceToken": "arn:x",
-            "MasterSecretArn": s["master"],
-            "AppSecretArn": s["app"],
-            "SslMode": "disable",
-            "EmbeddingDimension": "8",
-            # As the template names them: every migration of the bundle (MIGRATIONS_DIR's, if set).
-            "Migrations": migration_set(),
-            **props,
-        },
-    }
-    if request_type != "Create":
-        body["PhysicalResourceId"] = f"conversations-schema:{s['db']}"
-    return body
 
 
 def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
-    result = handler(event("Create", stack_secrets), LambdaContext())
+    result = handler(schema_event("Create", stack_secrets), LambdaContext())
     latest = load_migrations()[-1].version
     assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
     assert result["Data"]["SchemaVersion"] == str(latest)
@@ -80,12 +32,12 @@ def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
 
 
 def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, secretsmanager):
-    first = handler(event("Create", stack_secrets), LambdaContext())
+    first = handler(schema_event("Create", stack_secrets), LambdaContext())
     new_password = secrets.token_urlsafe(18)
     secretsmanager.put_secret_value(
         SecretId=stack_secrets["app"], SecretString=json.dumps({"username": APP_ROLE, "password": new_password})
     )
-    second = handler(event("Update", stack_secrets), LambdaContext())
+    second = handler(schema_event("Update", stack_secrets), LambdaContext())
     assert second["PhysicalResourceId"] == first["PhysicalResourceId"]
     assert second["Data"]["Applied"] == "0"
     with pytest.raises(psycopg.OperationalError):
@@ -94,10 +46,10 @@ def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, se
 
 
 def test_delete_leaves_schema_and_data_alone(pg, stack_secrets):
-    handler(event("Create", stack_secrets), LambdaContext())
+    handler(schema_event("Create", stack_secrets), LambdaContext())
     with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
         conn.execute("INSERT INTO conversations (conversation_id) VALUES ('keep-me')")
-    result = handler(event("Delete", stack_secrets), LambdaContext())
+    result = handler(schema_event("Delete", stack_secrets), LambdaContext())
     assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
     with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
         assert conn.execute("SELECT conversation_id FROM conversations").fetchall() == [("keep-me",)]
@@ -140,7 +92,7 @@ def test_wrong_master_password_fails_fast_without_leaking_it(pg, stack_secrets, 
     )
     caplog.set_level(logging.DEBUG)
     with pytest.raises(SchemaError) as exc_info:
-        handler(event("Create", stack_secrets), LambdaContext())
+        handler(schema_event("Create", stack_secrets), LambdaContext())
     message = assert_safe_failure(exc_info, wrong, stack_secrets["app_password"])
     assert "password authentication failed" in message
     assert wrong not in caplog.text and stack_secrets["app_password"] not in caplog.text
@@ -157,7 +109,7 @@ def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets, secret
     )
     started = time.monotonic()
     with pytest.raises(SchemaError) as exc_info:
-        handler(event("Create", stack_secrets), LambdaContext(20_000))
+        handler(schema_event("Create", stack_secrets), LambdaContext(20_000))
     assert time.monotonic() - started < 15
     message = assert_safe_failure(exc_info, "pw-123456")
     assert "cannot reach or use database 127.0.0.1:9/ragdb" in message
@@ -165,18 +117,18 @@ def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets, secret
 
 def test_missing_secret_and_bad_properties_are_reported(stack_secrets):
     with pytest.raises(SchemaError, match="cannot read secret MasterSecretArn: ResourceNotFoundException"):
-        handler(event("Create", stack_secrets, MasterSecretArn="arn:aws:secretsmanager:eu-west-1:1:secret:nope"))
+        handler(schema_event("Create", stack_secrets, MasterSecretArn="arn:aws:secretsmanager:eu-west-1:1:secret:nope"))
     with pytest.raises(SchemaError, match="resource property AppSecretArn is required"):
-        handler(event("Create", stack_secrets, AppSecretArn=""))
+        handler(schema_event("Create", stack_secrets, AppSecretArn=""))
     with pytest.raises(SchemaError, match="EmbeddingDimension must be an integer"):
-        handler(event("Create", stack_secrets, EmbeddingDimension="big"))
+        handler(schema_event("Create", stack_secrets, EmbeddingDimension="big"))
 
 
 def test_failing_migration_is_reported_with_the_file_name(stack_secrets, tmp_path, monkeypatch):
     (tmp_path / "0001_broken.sql").write_text("CREATE TABLE x (id int); SELEKT 1;")
     monkeypatch.setenv("MIGRATIONS_DIR", str(tmp_path))
     with pytest.raises(SchemaError) as exc_info:
-        handler(event("Create", stack_secrets), LambdaContext())
+        handler(schema_event("Create", stack_secrets), LambdaContext())
     message = assert_safe_failure(exc_info, stack_secrets["app_password"])
     assert "0001_broken.sql failed" in message and "SELEKT" in message
 
@@ -231,7 +183,7 @@ def test_a_master_password_rotated_under_the_handler_is_read_again_once(pg, stac
     client = RotatesAfterFirstRead(secretsmanager, stack_secrets["master"], rotate_master)
     try:
         # When the handler runs while the rotation finishes
-        result = handler(event("Create", stack_secrets), LambdaContext(), secrets_client=client)
+        result = handler(schema_event("Create", stack_secrets), LambdaContext(), secrets_client=client)
         # Then it read the secret again after the failed login, and migrated
         assert client.reads == 2
         assert result["Data"]["SchemaVersion"] == str(load_migrations()[-1].version)
@@ -252,5 +204,5 @@ def test_a_wrong_master_password_is_read_again_only_once(pg, stack_secrets, secr
     )
     client = RotatesAfterFirstRead(secretsmanager, stack_secrets["master"], lambda: None)
     with pytest.raises(SchemaError, match="password authentication failed"):
-        handler(event("Create", stack_secrets), LambdaContext(), secrets_client=client)
+        handler(schema_event("Create", stack_secrets), LambdaContext(), secrets_client=client)
     assert client.reads == 2

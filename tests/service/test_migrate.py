@@ -11,11 +11,16 @@ import pytest
 
 from conversations.migrate import (
     LEDGER_TABLE,
+    Migration,
     MigrationError,
+    MigrationRef,
     default_migrations_dir,
     ensure_app_role,
     load_migrations,
     migrate,
+    migration_set,
+    parse_migration_set,
+    plan,
 )
 from devtools.postgres import PostgresServer
 from tests.support.service import drop_roles
@@ -217,3 +222,78 @@ def test_app_password_reaches_the_server_only_as_a_scram_verifier(pg, empty_db, 
         with as_superuser(pg, empty_db) as conn:
             conn.execute("DROP OWNED BY scram_probe_app, scram_probe_app_group")
         drop_roles(pg, "scram_probe_app")
+
+
+def test_the_tests_migrate_as_a_master_that_is_not_a_superuser_as_on_rds(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        row = conn.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, pg_has_role(current_user, 'rds_superuser', 'MEMBER')"
+            " FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+        assert row == (False, True, True, True)
+        assert owner.fetchone()[0] == pg.master
+        # ...so it may not even name SUPERUSER in ALTER ROLE, which every redeploy once did
+        conn.execute("CREATE ROLE probe_plain NOLOGIN")
+        try:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to alter role"):
+                conn.execute("ALTER ROLE probe_plain WITH NOSUPERUSER")
+        finally:
+            conn.execute("DROP ROLE probe_plain")
+
+
+def test_an_app_role_holding_superuser_is_refused_with_the_statement_that_clears_it(pg, empty_db):
+    with connect(pg, empty_db) as conn:
+        migrate(conn)
+        ensure_app_role(conn, "priv_probe_app", "first-password")
+    try:
+        # Given someone made the login a superuser by hand
+        with as_superuser(pg, empty_db) as conn:
+            conn.execute("ALTER ROLE priv_probe_app SUPERUSER BYPASSRLS")
+        # Then the next deploy refuses, naming what only a superuser can run
+        with connect(pg, empty_db) as conn, pytest.raises(MigrationError) as refused:
+            ensure_app_role(conn, "priv_probe_app", "second-password")
+        assert "priv_probe_app has SUPERUSER, BYPASSRLS" in str(refused.value)
+        assert "ALTER ROLE priv_probe_app NOSUPERUSER NOBYPASSRLS" in str(refused.value)
+    finally:
+        with as_superuser(pg, empty_db) as conn:
+            conn.execute("DROP OWNED BY priv_probe_app, priv_probe_app_group")
+        drop_roles(pg, "priv_probe_app")
+
+
+def refs(*specs: tuple[int, str, str]) -> list[MigrationRef]:
+    return [MigrationRef(version, name, checksum * 64) for version, name, checksum in specs]
+
+
+def test_plan_applies_exactly_the_named_set():
+    bundle = [Migration(v, f"m{v}", Path(f"{v:04d}_m{v}.sql"), f"-- {v}") for v in (1, 2, 3)]
+    applied = {1: ("m1", bundle[0].checksum)}
+    # Only what the set names, in order
+    pending, ahead = plan(bundle, applied, [bundle[0].ref, bundle[1].ref])
+    assert [m.version for m in pending] == [2] and ahead == []
+    # A prefix of what is applied (a rollback): nothing, and what stays is reported
+    applied = {m.version: (m.name, m.checksum) for m in bundle}
+    assert plan(bundle, applied, [bundle[0].ref]) == ([], [2, 3])
+    # None: every file of the bundle
+    assert [m.version for m in plan(bundle, {}, None)[0]] == [1, 2, 3]
+
+
+def test_plan_refuses_edits_foreign_files_and_out_of_order_application():
+    bundle = [Migration(v, f"m{v}", Path(f"{v:04d}_m{v}.sql"), f"-- {v}") for v in (1, 2, 3)]
+    with pytest.raises(MigrationError, match=r"0001_m1\.sql was edited"):
+        plan(bundle, {1: ("m1", "b" * 64)}, [bundle[0].ref])
+    with pytest.raises(MigrationError, match=r"asks for 0004_m4\.sql:cccccccccccc but this code does not have it"):
+        plan(bundle, {}, refs((4, "m4", "c")))
+    with pytest.raises(MigrationError, match=r"but this code has 0002_m2\.sql"):
+        plan(bundle, {}, refs((2, "m2", "d")))
+    with pytest.raises(MigrationError, match="applied in order only"):
+        plan(bundle, {3: ("m3", bundle[2].checksum)}, [bundle[1].ref])
+
+
+def test_a_migration_set_is_parsed_strictly():
+    assert parse_migration_set(migration_set()) == [m.ref for m in load_migrations()]
+    for bad in ("0001_x.sql", ["0001_x.sql"], ["1_x.sql:" + "a" * 64], ["0001_X.sql:" + "a" * 64]):
+        with pytest.raises(MigrationError):
+            parse_migration_set(bad)
+    with pytest.raises(MigrationError, match="twice"):
+        parse_migration_set(["0001_x.sql:" + "a" * 64, "0001_y.sql:" + "b" * 64])
