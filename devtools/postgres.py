@@ -271,10 +271,10 @@ def start_standby(primary: PostgresServer, base: Path) -> PostgresServer:
         primary.superuser,
         primary.superuser_password,
         data_dir,
-        primary.master,
-        primary.master_password,
-        primary._run_as,
-        primary._bin,
+        master=primary.master,
+        master_password=primary.master_password,
+        _run_as=primary._run_as,
+        _bin=primary._bin,
     )
     standby.start()
     return standby

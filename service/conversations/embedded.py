@@ -132,10 +132,10 @@ def ensure_rds_master(conn: psycopg.Connection, master: str, password: str | Non
             for predefined in RDS_SUPERUSER_MEMBERSHIPS:
                 conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(predefined), group))
         verb = "ALTER" if conn.execute(exists, (master,)).fetchone() else "CREATE"
-        attributes = sql.SQL(" WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB INHERIT")
+        statement = sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB INHERIT").format(login)
         if password is not None:
-            attributes += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
-        conn.execute(sql.SQL(verb + " ROLE {}").format(login) + attributes)
+            statement += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        conn.execute(statement)
         conn.execute(sql.SQL("GRANT {} TO {}").format(group, login))
 
 
