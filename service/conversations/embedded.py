@@ -129,8 +129,8 @@ def _own_as_server_user(pgdata: Path) -> None:
     import os
     import pwd
 
-    if os.geteuid() != 0 or not pgdata.is_dir():
-        return
+    if os.geteuid() != 0 or not (pgdata / "PG_VERSION").is_file():
+        return  # not root, or nothing made yet: the package makes and owns a fresh directory
     try:
         entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:

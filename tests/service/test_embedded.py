@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -81,5 +83,24 @@ def test_make_up_migrates_as_a_master_that_is_not_a_superuser_and_adopts_an_olde
             assert conn.execute("SELECT conversation_id FROM conversations").fetchall() == [("older",)]
         # And a second start, as a redeploy is (every role statement again), passes as well
         start_embedded(data_dir, embedding_dimension=8)
+    finally:
+        stop_embedded(data_dir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the directory to the package's system user")
+def test_a_local_database_owned_by_the_previous_packages_user_is_handed_over(tmp_path):
+    from conversations.embedded import start_server
+
+    data_dir = tmp_path / "local"
+    try:
+        start_server(data_dir)
+        stop_embedded(data_dir)
+        # Given the files belong to another system user (pgserver's, which ran it before)
+        pgdata = data_dir / "pgdata"
+        for path in (pgdata, *pgdata.rglob("*")):
+            os.chown(path, 65534, 65534, follow_symlinks=False)
+        # Then the server starts on them again, with the data intact
+        with psycopg.connect(start_server(data_dir)) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("ragdb",)
     finally:
         stop_embedded(data_dir)
