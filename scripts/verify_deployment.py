@@ -577,7 +577,8 @@ _CA_IDENTIFIER = re.compile(r"rds-ca-(rsa2048|rsa4096|ecc384)-g1")
 def _untrusted_ca(instances: list[dict[str, Any]], region: str) -> list[str]:
     """Instances whose certificate authority is not in the bundle the tasks and the schema
     Lambda verify against (sslmode=verify-full would refuse them)."""
-    bundle = ssl.create_default_context(cafile=str(RDS_CA_BUNDLE)).get_ca_certs()
+    bundle: list[dict[str, Any]] = ssl.create_default_context(cafile=str(RDS_CA_BUNDLE)).get_ca_certs()
+    # Each subject: relative distinguished names, each a tuple of (attribute, value) pairs.
     roots = {value for cert in bundle for rdn in cert["subject"] for key, value in rdn if key == "commonName"}
     problems = []
     for instance in instances:
