@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ParamSpec, TypedDict, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -37,6 +38,7 @@ from .models import (
     MessageIn,
     MessageOut,
     MessagePageOut,
+    NewMessage,
     SearchOut,
     SimilarOut,
     SimilarQuery,
@@ -47,6 +49,7 @@ from .store import Idempotency, Store
 
 log = logging.getLogger("conversations.api")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _SECURITY_HEADERS = {
@@ -84,12 +87,13 @@ class Service:
     threads: ThreadPoolExecutor
     expected_schema: int
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` on one of the store's threads, in this request's context (its
         request id reaches the store's log lines). A call still waiting for a thread after the
         pool timeout is withdrawn and fails as a wait for a connection would (503); one that
-        has started is waited for (it may be writing)."""
-        future = self.threads.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        has started is waited for (it may be writing). Typed with ``fn``'s own parameters, so
+        mypy checks every store call made through it."""
+        future = self.threads.submit(contextvars.copy_context().run, functools.partial(fn, *args, **kwargs))
         withdrawn = False
 
         def expire() -> None:
@@ -118,7 +122,7 @@ class Caller:
     def store(self) -> Store:
         return self.service.store
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.service.run(fn, *args, **kwargs)
 
 
@@ -255,6 +259,17 @@ def _render_message(message: Any) -> bytes:
     return dump_json(message, MessageOut)
 
 
+class _NewConversation(TypedDict):
+    """The store's create_conversation arguments, typed key by key for ``**`` (mypy checks them)."""
+
+    conversation_id: str | None
+    user_id: str | None
+    title: str | None
+    settings: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    messages: list[NewMessage]
+
+
 @data.post(
     "/conversations",
     status_code=201,
@@ -264,7 +279,7 @@ def _render_message(message: Any) -> bytes:
 )
 async def create_conversation(body: ConversationCreate, request: Request, key: IdempotencyKey = None) -> Any:
     caller, key = _caller(request), _idempotency_key(key)
-    fields = {
+    fields: _NewConversation = {
         "conversation_id": body.conversation_id,
         "user_id": caller.user_id,
         "title": body.title,
