@@ -50,6 +50,8 @@ from .store import Idempotency, Store
 log = logging.getLogger("conversations.api")
 T = TypeVar("T")
 P = ParamSpec("P")
+# What a retry-safe POST answers, first time and replayed alike; stored with its Idempotency-Key.
+CREATED = 201
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _SECURITY_HEADERS = {
@@ -244,11 +246,11 @@ async def health(request: Request) -> Any:
 
 def _idempotency(caller: Caller, key: str, request: Request, body: Any) -> Idempotency:
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n{body.model_dump_json()}".encode()).hexdigest()
-    return Idempotency(caller.user_id or "", key, fingerprint)
+    return Idempotency(caller.user_id or "", key, fingerprint, status=CREATED)
 
 
 def _created(body: bytes, replayed: bool) -> Response:
-    return JSON(body, status_code=201, headers={"Idempotency-Replayed": "true"} if replayed else None)
+    return JSON(body, status_code=CREATED, headers={"Idempotency-Replayed": "true"} if replayed else None)
 
 
 def _render_conversation(conversation: Any) -> bytes:

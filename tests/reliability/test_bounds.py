@@ -14,10 +14,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from conversations import store as store_module
 from conversations.api import create_app
 from conversations.models import NewMessage
 from conversations.settings import MIB, Settings
+from conversations.store import messages as messages_module
+from conversations.store import search as search_module
 from tests.support.service import EMBEDDING_DIMENSION, TOKEN, MigratedDatabase, make_settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -204,7 +205,7 @@ def test_a_conversation_read_is_bounded_by_rows_with_a_cursor_to_the_rest(api, c
     _bulk_messages(clean_db, cid, [f"m{i}" for i in range(1, 1201)])
 
     whole = api.get(f"/conversations/{cid}").json()
-    assert len(whole["messages"]) == store_module.MAX_PAGE_MESSAGES == 1000
+    assert len(whole["messages"]) == messages_module.MAX_PAGE_MESSAGES == 1000
     assert whole["messages_after_cursor"] == "1000" and whole["messages_before_cursor"] is None
     rest = api.get(f"/conversations/{cid}/messages", params={"after": whole["messages_after_cursor"], "limit": 1000})
     assert [m["content"] for m in rest.json()["items"]] == [f"m{i}" for i in range(1001, 1201)]
@@ -232,7 +233,7 @@ def test_a_conversation_of_any_size_is_read_page_by_page_within_the_byte_bound(a
 
     assert [size for page in pages for size in page] == sizes
     for page in pages:
-        assert sum(page) <= store_module.MAX_PAGE_BYTES or len(page) == 1, pages
+        assert sum(page) <= messages_module.MAX_PAGE_BYTES or len(page) == 1, pages
     assert pages == [[3 * MIB], [3 * MIB, 1], [5 * MIB], [2 * MIB, 1 * MIB], [1 * MIB], [9 * MIB]]
 
     backwards: list[int] = []
@@ -247,7 +248,7 @@ def test_a_conversation_of_any_size_is_read_page_by_page_within_the_byte_bound(a
 def test_similarity_hits_carry_a_bounded_prefix_of_their_text(api):
     vector = [1.0] + [0.0] * (EMBEDDING_DIMENSION - 1)
     cid = _create(api)["conversation_id"]
-    long_text = "y" * (store_module.SIMILAR_CONTENT_CHARS + 5000)
+    long_text = "y" * (search_module.SIMILAR_CONTENT_CHARS + 5000)
     for content in (long_text, "short"):
         assert (
             api.post(
@@ -256,7 +257,7 @@ def test_similarity_hits_carry_a_bounded_prefix_of_their_text(api):
             == 201
         )
     hits = {h["seq"]: h for h in api.post("/search/similar", json={"embedding": vector}).json()["items"]}
-    assert len(hits[1]["content"]) == store_module.SIMILAR_CONTENT_CHARS and hits[1]["content_truncated"] is True
+    assert len(hits[1]["content"]) == search_module.SIMILAR_CONTENT_CHARS and hits[1]["content_truncated"] is True
     assert hits[2]["content"] == "short" and hits[2]["content_truncated"] is False
 
 
@@ -291,9 +292,9 @@ def test_a_search_past_its_own_timeout_is_a_422_not_an_outage(clean_db):
 def test_search_finds_the_most_recent_matches_by_every_path(store, clean_db, monkeypatch, user, scope_first):
     """The newest-window walk, the index for older messages and the caller's-own-messages
     path all return what a plain scan would: the best-ranked of the most recent matches."""
-    monkeypatch.setattr(store_module, "SEARCH_WINDOW", 40)
-    monkeypatch.setattr(store_module, "SEARCH_CANDIDATES", 15)
-    monkeypatch.setattr(store_module, "SCOPE_FIRST_MESSAGES", 10_000 if scope_first else 0)
+    monkeypatch.setattr(search_module, "SEARCH_WINDOW", 40)
+    monkeypatch.setattr(search_module, "SEARCH_CANDIDATES", 15)
+    monkeypatch.setattr(search_module, "SCOPE_FIRST_MESSAGES", 10_000 if scope_first else 0)
 
     for c in range(6):
         owner = "alice" if c % 2 == 0 else "bob"
@@ -411,9 +412,9 @@ def test_a_term_in_very_many_old_messages_is_ranked_from_the_first_matches_found
 ):
     """Putting every older match in recency order costs a row read per match; past its budget
     the search ranks the first matches the index finds instead, and still answers."""
-    monkeypatch.setattr(store_module, "SEARCH_WINDOW", 100)
-    monkeypatch.setattr(store_module, "SEARCH_CANDIDATES", 50)
-    monkeypatch.setattr(store_module, "SEARCH_ORDERED_BUDGET_MS", 1)
+    monkeypatch.setattr(search_module, "SEARCH_WINDOW", 100)
+    monkeypatch.setattr(search_module, "SEARCH_CANDIDATES", 50)
+    monkeypatch.setattr(search_module, "SEARCH_ORDERED_BUDGET_MS", 1)
     store.create_conversation(conversation_id="old")
     _bulk_messages(clean_db, "old", [f"ancient topic {i}" for i in range(40_000)])
     store.append_messages("old", [NewMessage("user", f"recent chatter {i}") for i in range(200)])
