@@ -523,7 +523,7 @@ class Progress:
         self.stream.flush()
 
 
-def run_import(
+def run_import(  # noqa: C901 - owed: #24 splits the importer into scripts/transfer/
     store: Store,
     source: str,
     records: Iterable[ConversationRecord | BadRecord],

@@ -138,7 +138,7 @@ def _alarm_metrics(alarm: dict[str, Any]) -> int:
     return sum(1 for m in metrics if "MetricStat" in m) if metrics else 1
 
 
-def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Line]:
+def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Line]:  # noqa: PLR0915 - owed: #24, one pricer per resource type
     hours = prices["hours_per_month"]
     usage = prices["assumptions"]
     lines: list[Line] = []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 import time
@@ -40,149 +41,155 @@ def load_stack_outputs(aws: Aws, profile: str) -> dict[str, dict[str, str]]:
 
 
 def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str]]]:
+    """The AWS checks in the order the table shows them, each bound to this deployment."""
     profile = target.profile or target.output(outputs.PROFILE) or "dev"
+    yield "aws: stacks", functools.partial(_check_stacks, aws, target, profile)
+    yield "aws: ecs service", functools.partial(_check_ecs_service, aws, target)
+    yield "aws: target health", functools.partial(_check_targets, aws, target)
+    yield "aws: rds instance", functools.partial(_check_database, aws, target, profile)
+    yield "aws: secret rotation", functools.partial(_check_rotation, aws, target)
+    yield "aws: alarms", functools.partial(_check_alarms, aws, target, profile)
 
-    def stacks() -> str:
-        bad, states = [], []
-        for name in outputs.stack_names(profile).all():
-            try:
-                status = aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
-            except Exception as exc:  # noqa: BLE001
-                bad.append(f"{name}: {_aws_error(exc)}")
-                continue
-            states.append(f"{name.rsplit('-', 1)[-1]} {status}")
-            if not status.endswith("_COMPLETE") or "ROLLBACK" in status:
-                bad.append(f"{name} is {status}")
-        if bad:
-            raise CheckFailed("; ".join(bad), "see the stack events in the CloudFormation console for the reason")
-        return ", ".join(states)
 
-    def ecs_service() -> str:
-        cluster, name = _need(target, outputs.CLUSTER_NAME), _need(target, outputs.SERVICE_NAME)
-        services = aws.client("ecs").describe_services(cluster=cluster, services=[name])["services"]
-        if not services:
-            raise CheckFailed(f"service {name} not found in {cluster}")
-        service = services[0]
-        running, desired = service["runningCount"], service["desiredCount"]
-        primary: dict[str, Any] = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {})
-        state, reason = primary.get("rolloutState"), primary.get("rolloutStateReason", "")
-        log_group = target.output(outputs.LOG_GROUP_NAME) or "the service log group"
-        if state == "FAILED" or "circuit breaker" in reason.lower() or "rolling back" in reason.lower():
-            raise CheckFailed(f"deployment rolled back: {reason}", f"tasks failed to start; read {log_group}")
-        if running != desired:
-            raise CheckFailed(
-                f"{running} of {desired} tasks running (rollout {state})",
-                f"stopped tasks say why (aws ecs list-tasks --desired-status STOPPED); read {log_group}",
-            )
-        if state != "COMPLETED":
-            raise CheckFailed(f"rollout {state}: {reason}", "a deployment is still settling; use --wait")
-        return f"{running}/{desired} tasks running, rollout COMPLETED"
+def _check_stacks(aws: Aws, target: Target, profile: str) -> str:
+    bad, states = [], []
+    for name in outputs.stack_names(profile).all():
+        try:
+            status = aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+        except Exception as exc:  # noqa: BLE001
+            bad.append(f"{name}: {_aws_error(exc)}")
+            continue
+        states.append(f"{name.rsplit('-', 1)[-1]} {status}")
+        if not status.endswith("_COMPLETE") or "ROLLBACK" in status:
+            bad.append(f"{name} is {status}")
+    if bad:
+        raise CheckFailed("; ".join(bad), "see the stack events in the CloudFormation console for the reason")
+    return ", ".join(states)
 
-    def targets() -> str:
-        arn = _need(target, outputs.TARGET_GROUP_ARN)
-        health = aws.client("elbv2").describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
-        if not health:
-            raise CheckFailed("no targets registered", "the ECS service has no running task behind the load balancer")
-        unhealthy = [h for h in health if h["TargetHealth"]["State"] != "healthy"]
-        if unhealthy:
-            reasons = "; ".join(
-                f"{h['Target']['Id']} {h['TargetHealth']['State']}"
-                f" ({h['TargetHealth'].get('Reason', '')}: {h['TargetHealth'].get('Description', '')})"
-                for h in unhealthy
-            )
-            raise CheckFailed(reasons, "the target check calls /health/live: read the service log group")
-        return f"{len(health)} of {len(health)} targets healthy"
 
-    def database() -> str:
-        rds = aws.client("rds")
-        if target.output(outputs.DATABASE_CLUSTER_ID):
-            return _cluster(rds, _need(target, outputs.DATABASE_CLUSTER_ID))
-        identifier = _need(target, outputs.DATABASE_INSTANCE_ID)
-        instance = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
-        problems = []
-        if instance["DBInstanceStatus"] != "available":
-            problems.append(f"status {instance['DBInstanceStatus']}")
-        if not instance.get("StorageEncrypted"):
-            problems.append("storage not encrypted")
-        if instance.get("PubliclyAccessible"):
-            problems.append("publicly accessible")
-        # What the Data stack was deployed with (its output), not what the profile's name suggests:
-        # a dev stack deployed with -c dbMultiAz=true is Multi-AZ on purpose.
-        declared = target.output(outputs.DATABASE_MULTI_AZ)
-        want_multi_az = declared == "true" if declared is not None else profile == "prod"
-        source = f"the {outputs.DATABASE_MULTI_AZ} output" if declared is not None else f"the {profile} profile"
-        if bool(instance.get("MultiAZ")) != want_multi_az:
-            problems.append(f"MultiAZ is {instance.get('MultiAZ')}, {source} expects {want_multi_az}")
-        groups = [g["DBParameterGroupName"] for g in instance.get("DBParameterGroups", [])]
-        force_ssl = _parameter(rds, groups[0], "rds.force_ssl") if groups else None
-        if force_ssl != "1":
-            problems.append(f"rds.force_ssl is {force_ssl}")
-        problems += _untrusted_ca([instance], rds.meta.region_name)
-        if problems:
-            raise CheckFailed("; ".join(problems), "compare the instance with the Data stack (drift detection)")
-        return (
-            f"{instance['Engine']} {instance['EngineVersion']} {instance['DBInstanceClass']} available, "
-            f"encrypted, private, MultiAZ={instance.get('MultiAZ')}, force_ssl on, "
-            f"CA {instance.get('CACertificateIdentifier')} trusted"
+def _check_ecs_service(aws: Aws, target: Target) -> str:
+    cluster, name = _need(target, outputs.CLUSTER_NAME), _need(target, outputs.SERVICE_NAME)
+    services = aws.client("ecs").describe_services(cluster=cluster, services=[name])["services"]
+    if not services:
+        raise CheckFailed(f"service {name} not found in {cluster}")
+    service = services[0]
+    running, desired = service["runningCount"], service["desiredCount"]
+    primary: dict[str, Any] = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    state, reason = primary.get("rolloutState"), primary.get("rolloutStateReason", "")
+    log_group = target.output(outputs.LOG_GROUP_NAME) or "the service log group"
+    if state == "FAILED" or "circuit breaker" in reason.lower() or "rolling back" in reason.lower():
+        raise CheckFailed(f"deployment rolled back: {reason}", f"tasks failed to start; read {log_group}")
+    if running != desired:
+        raise CheckFailed(
+            f"{running} of {desired} tasks running (rollout {state})",
+            f"stopped tasks say why (aws ecs list-tasks --desired-status STOPPED); read {log_group}",
         )
+    if state != "COMPLETED":
+        raise CheckFailed(f"rollout {state}: {reason}", "a deployment is still settling; use --wait")
+    return f"{running}/{desired} tasks running, rollout COMPLETED"
 
-    def rotation() -> str:
-        done = []
-        now = time.time()
-        for key in (outputs.MASTER_SECRET_ARN, outputs.APP_SECRET_ARN):
-            name = key.removesuffix("Arn")
-            described = aws.client("secretsmanager").describe_secret(SecretId=_need(target, key))
-            if not described.get("RotationEnabled"):
-                raise CheckFailed(f"{key}: rotation is not enabled", "the Data stack configures rotation: redeploy it")
-            days = described.get("RotationRules", {}).get("AutomaticallyAfterDays")
-            # A rotation that failed leaves its new version staged AWSPENDING beside AWSCURRENT;
-            # the secret keeps working with the old value, and nothing else says so.
-            stuck = [
-                version
-                for version, stages in described.get("VersionIdsToStages", {}).items()
-                if "AWSPENDING" in stages and "AWSCURRENT" not in stages
-            ]
-            if stuck:
-                raise CheckFailed(
-                    f"{name}: the last rotation did not finish (version {stuck[0][:8]} is still AWSPENDING)",
-                    "read the rotation function's log group (/aws/lambda/...Rotation...); "
-                    f"retry with: aws secretsmanager rotate-secret --secret-id {described.get('Name', key)}",
-                )
-            last = described.get("LastRotatedDate")
-            if last is None:
-                done.append(f"{name} every {days} d (not rotated yet)")
-                continue
-            age_days = (now - last.timestamp()) / 86400
-            if days and age_days > days + 1:
-                raise CheckFailed(
-                    f"{name}: last rotated {age_days:.0f} d ago, schedule is every {days} d (rotations are failing)",
-                    "read the rotation function's log group; the alarm topic also receives RotationFailed events",
-                )
-            done.append(f"{name} every {days} d, last {age_days:.0f} d ago")
-        return "rotation on and succeeding: " + ", ".join(done)
 
-    def alarms() -> str:
-        names = outputs.stack_names(profile)
-        firing, total = [], 0
-        paginator = aws.client("cloudwatch").get_paginator("describe_alarms")
-        for prefix in (names.service, names.data):
-            for page in paginator.paginate(AlarmNamePrefix=prefix):
-                for alarm in page["MetricAlarms"]:
-                    total += 1
-                    if alarm["StateValue"] == "ALARM":
-                        firing.append(f"{alarm['AlarmName']} ({alarm.get('StateReason', '')[:120]})")
-        if firing:
+def _check_targets(aws: Aws, target: Target) -> str:
+    arn = _need(target, outputs.TARGET_GROUP_ARN)
+    health = aws.client("elbv2").describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    if not health:
+        raise CheckFailed("no targets registered", "the ECS service has no running task behind the load balancer")
+    unhealthy = [h for h in health if h["TargetHealth"]["State"] != "healthy"]
+    if unhealthy:
+        reasons = "; ".join(
+            f"{h['Target']['Id']} {h['TargetHealth']['State']}"
+            f" ({h['TargetHealth'].get('Reason', '')}: {h['TargetHealth'].get('Description', '')})"
+            for h in unhealthy
+        )
+        raise CheckFailed(reasons, "the target check calls /health/live: read the service log group")
+    return f"{len(health)} of {len(health)} targets healthy"
+
+
+def _check_database(aws: Aws, target: Target, profile: str) -> str:
+    rds = aws.client("rds")
+    if target.output(outputs.DATABASE_CLUSTER_ID):
+        return _cluster(rds, _need(target, outputs.DATABASE_CLUSTER_ID))
+    identifier = _need(target, outputs.DATABASE_INSTANCE_ID)
+    instance = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+    problems = []
+    if instance["DBInstanceStatus"] != "available":
+        problems.append(f"status {instance['DBInstanceStatus']}")
+    if not instance.get("StorageEncrypted"):
+        problems.append("storage not encrypted")
+    if instance.get("PubliclyAccessible"):
+        problems.append("publicly accessible")
+    # What the Data stack was deployed with (its output), not what the profile's name suggests:
+    # a dev stack deployed with -c dbMultiAz=true is Multi-AZ on purpose.
+    declared = target.output(outputs.DATABASE_MULTI_AZ)
+    want_multi_az = declared == "true" if declared is not None else profile == "prod"
+    source = f"the {outputs.DATABASE_MULTI_AZ} output" if declared is not None else f"the {profile} profile"
+    if bool(instance.get("MultiAZ")) != want_multi_az:
+        problems.append(f"MultiAZ is {instance.get('MultiAZ')}, {source} expects {want_multi_az}")
+    groups = [g["DBParameterGroupName"] for g in instance.get("DBParameterGroups", [])]
+    force_ssl = _parameter(rds, groups[0], "rds.force_ssl") if groups else None
+    if force_ssl != "1":
+        problems.append(f"rds.force_ssl is {force_ssl}")
+    problems += _untrusted_ca([instance], rds.meta.region_name)
+    if problems:
+        raise CheckFailed("; ".join(problems), "compare the instance with the Data stack (drift detection)")
+    return (
+        f"{instance['Engine']} {instance['EngineVersion']} {instance['DBInstanceClass']} available, "
+        f"encrypted, private, MultiAZ={instance.get('MultiAZ')}, force_ssl on, "
+        f"CA {instance.get('CACertificateIdentifier')} trusted"
+    )
+
+
+def _check_rotation(aws: Aws, target: Target) -> str:
+    done = []
+    now = time.time()
+    for key in (outputs.MASTER_SECRET_ARN, outputs.APP_SECRET_ARN):
+        name = key.removesuffix("Arn")
+        described = aws.client("secretsmanager").describe_secret(SecretId=_need(target, key))
+        if not described.get("RotationEnabled"):
+            raise CheckFailed(f"{key}: rotation is not enabled", "the Data stack configures rotation: redeploy it")
+        days = described.get("RotationRules", {}).get("AutomaticallyAfterDays")
+        # A rotation that failed leaves its new version staged AWSPENDING beside AWSCURRENT;
+        # the secret keeps working with the old value, and nothing else says so.
+        stuck = [
+            version
+            for version, stages in described.get("VersionIdsToStages", {}).items()
+            if "AWSPENDING" in stages and "AWSCURRENT" not in stages
+        ]
+        if stuck:
             raise CheckFailed(
-                "in ALARM: " + "; ".join(firing), f"see the {target.output(outputs.DASHBOARD_NAME)} dashboard"
+                f"{name}: the last rotation did not finish (version {stuck[0][:8]} is still AWSPENDING)",
+                "read the rotation function's log group (/aws/lambda/...Rotation...); "
+                f"retry with: aws secretsmanager rotate-secret --secret-id {described.get('Name', key)}",
             )
-        return f"{total} alarms, none in ALARM"
+        last = described.get("LastRotatedDate")
+        if last is None:
+            done.append(f"{name} every {days} d (not rotated yet)")
+            continue
+        age_days = (now - last.timestamp()) / 86400
+        if days and age_days > days + 1:
+            raise CheckFailed(
+                f"{name}: last rotated {age_days:.0f} d ago, schedule is every {days} d (rotations are failing)",
+                "read the rotation function's log group; the alarm topic also receives RotationFailed events",
+            )
+        done.append(f"{name} every {days} d, last {age_days:.0f} d ago")
+    return "rotation on and succeeding: " + ", ".join(done)
 
-    yield "aws: stacks", stacks
-    yield "aws: ecs service", ecs_service
-    yield "aws: target health", targets
-    yield "aws: rds instance", database
-    yield "aws: secret rotation", rotation
-    yield "aws: alarms", alarms
+
+def _check_alarms(aws: Aws, target: Target, profile: str) -> str:
+    names = outputs.stack_names(profile)
+    firing, total = [], 0
+    paginator = aws.client("cloudwatch").get_paginator("describe_alarms")
+    for prefix in (names.service, names.data):
+        for page in paginator.paginate(AlarmNamePrefix=prefix):
+            for alarm in page["MetricAlarms"]:
+                total += 1
+                if alarm["StateValue"] == "ALARM":
+                    firing.append(f"{alarm['AlarmName']} ({alarm.get('StateReason', '')[:120]})")
+    if firing:
+        raise CheckFailed(
+            "in ALARM: " + "; ".join(firing), f"see the {target.output(outputs.DASHBOARD_NAME)} dashboard"
+        )
+    return f"{total} alarms, none in ALARM"
 
 
 def _cluster(rds: Any, identifier: str) -> str:

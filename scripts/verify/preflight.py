@@ -16,7 +16,7 @@ ECS_SERVICE_LINKED_ROLE = "AWSServiceRoleForECS"
 DOCKER_COMMAND = ("docker", "info", "--format", "{{.ServerVersion}}")
 
 
-def preflight_checks(
+def preflight_checks(  # noqa: C901, PLR0915 - owed: #24, one function per check as aws.py has
     aws: Aws,
     *,
     profile: str,
