@@ -1,0 +1,199 @@
+"""The import (in batches, with progress, nothing twice, every bad record reported) and the
+export, through the service's own store."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from conversations.models import (
+    ConversationRecord,
+)
+from conversations.store import InvalidInput, Store
+
+from .records import BadRecord, Report
+from .sources import JsonSource, SourceError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class Progress:
+    """A progress bar on stderr (a line every few seconds when stderr is not a terminal)."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        fraction: Callable[[], float] | None = None,
+    ) -> None:
+        self.label, self.total, self.fraction = label, total, fraction
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = 0.0
+        self.started = time.monotonic()
+
+    def update(self, done: int, extra: str = "", final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < (0.1 if self.tty else 5.0):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6)
+        share = (1.0 if final else self.fraction()) if self.fraction else (done / self.total if self.total else None)
+        if share is not None:
+            filled = int(30 * share)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {share:4.0%} {done}" + (
+                f"/{self.total}" if self.total else ""
+            )
+        else:
+            bar = f"{done}"
+        line = f"{self.label} {bar} {extra} ({rate:.0f}/s)"
+        self.stream.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def run_import(  # noqa: C901 - owed (#24): the batching and the reporting as steps of their own
+    store: Store,
+    source: str,
+    records: Iterable[ConversationRecord | BadRecord],
+    *,
+    batch_size: int,
+    strict: bool,
+    total: int | None = None,
+) -> Report:
+    """Import ``records`` a batch at a time. Memory holds one batch, whatever the source's
+    size: duplicates are found within a batch (a later repeat of an id finds it already
+    present), and each batch's message counts are checked as it is committed."""
+    report = Report(source)
+    fraction = records.fraction if isinstance(records, JsonSource) else None
+    progress = Progress("importing", total, fraction=fraction)
+    batch: list[ConversationRecord] = []
+    checked = 0
+    wrong: list[str] = []
+
+    def flush() -> None:
+        nonlocal checked
+        if not batch:
+            return
+        inserted = set(store.import_conversations(batch))
+        found = store.message_counts(sorted(inserted)) if inserted else {}
+        for record in batch:
+            if record.conversation_id in inserted:
+                report.imported_conversations += 1
+                report.imported_messages += len(record.messages)
+                checked += 1
+                if found.get(record.conversation_id, 0) != len(record.messages):
+                    wrong.append(record.conversation_id)
+            else:
+                report.already_present += 1
+        batch.clear()
+
+    def bad(item: BadRecord) -> bool:
+        report.skipped.append(item)
+        if strict:
+            report.stopped_early = True
+        return strict
+
+    in_batch: set[str] = set()
+    try:
+        for item in records:
+            if isinstance(item, BadRecord):
+                if bad(item):
+                    break
+                continue
+            where = item.origin or f"{source}: conversation {item.conversation_id!r}"
+            if item.conversation_id in in_batch:
+                if bad(BadRecord(where, "appears twice in the source; the first was kept")):
+                    break
+                continue
+            problem = _embedding_problem(store, item)
+            if problem is not None:
+                if bad(BadRecord(where, problem)):
+                    break
+                continue
+            in_batch.add(item.conversation_id)
+            report.conversations_read += 1
+            report.messages_read += len(item.messages)
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush()
+                in_batch.clear()
+            progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
+    except SourceError as exc:
+        report.source_error = str(exc)
+    flush()
+    progress.update(report.conversations_read, f"conversations, {report.messages_read} messages", final=True)
+    report.verified = not wrong
+    report.verify_detail = (
+        f"message counts of {checked} imported conversations match the source"
+        if not wrong
+        else f"{len(wrong)} conversations differ, e.g. {wrong[:3]}"
+    )
+    return report
+
+
+def _embedding_problem(store: Store, record: ConversationRecord) -> str | None:
+    """The store's own embedding rule, reported with the message it concerns."""
+    for i, message in enumerate(record.messages):
+        try:
+            store.check_embeddings([message])
+        except InvalidInput as exc:
+            return f"message {i}: {exc}"
+    return None
+
+
+def export(store: Store, handle: TextIO, *, user_id: str | None) -> int:
+    """Stream the store as the JSON-file format: one conversation in memory at a time."""
+    progress = Progress("exporting")
+    handle.write("{")
+    count = 0
+    for record in store.export_conversations(user_id=user_id):
+        body: dict[str, Any] = {
+            "title": record.title,
+            "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat(),
+            "user_id": record.user_id,
+            "settings": record.settings,
+            "metadata": record.metadata,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "created_at": m.created_at.isoformat() if m.created_at else None,
+                    "metadata": m.metadata,
+                    **({"embedding": m.embedding} if m.embedding is not None else {}),
+                }
+                for m in record.messages
+            ],
+        }
+        handle.write(("," if count else "") + "\n" + json.dumps(record.conversation_id) + ": " + json.dumps(body))
+        count += 1
+        progress.update(count, "conversations")
+    handle.write("\n}\n")
+    progress.update(count, "conversations", final=True)
+    return count
+
+
+# One import batch or export page may run this long (a batch of large conversations).
+IO_STATEMENT_TIMEOUT_MS = 300_000
+
+
+def open_store() -> tuple[Store, Any]:
+    """The database exactly as the service opens it (conversations.database.open_pool: the
+    embedded fallback, rotation, dead connections), as the least-privilege role, with a
+    statement timeout sized for bulk work."""
+    from conversations.database import open_pool
+    from conversations.settings import Settings
+
+    os.environ.setdefault("LOCAL_DATA_DIR", str(ROOT / ".local"))
+    settings = Settings.from_env()
+    database = open_pool(
+        settings, name="conversations-io", min_size=1, max_size=2, statement_timeout_ms=IO_STATEMENT_TIMEOUT_MS
+    )
+    store = Store(database.pool, embedding_dimension=settings.embedding_dimension, timeout=30)
+    return store, database
