@@ -4,7 +4,6 @@ and a paused Aurora Serverless v2 cluster that answers only once it has resumed.
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,9 +23,9 @@ from devtools.net import LateForwarder
 from devtools.postgres import PostgresServer, remove, start_embedded_server
 from devtools.secrets import create_stack_secrets
 from devtools.serving import serve
-from tests.support.cloudformation import APP_ROLE, schema_event
+from tests.support.cloudformation import APP_ROLE, schema_event, stack_secrets_for
 from tests.support.http import call
-from tests.support.service import drop_roles, make_settings
+from tests.support.service import make_settings
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +39,9 @@ def tls_pg() -> Iterator[PostgresServer]:
 
 
 def deployment(pg: PostgresServer, *, host: str | None = None, port: int | None = None) -> Iterator[dict[str, Any]]:
-    db = pg.create_database("rds")
     with mock_aws():
         sm = boto3.client("secretsmanager", region_name="eu-west-1")
-        password = secrets.token_urlsafe(18)
-        arns = create_stack_secrets(
-            sm,
-            host=host or pg.host,
-            port=port or pg.port,
-            dbname=db,
-            master=(pg.master, pg.master_password),
-            app=(APP_ROLE, password),
-        )
-        yield {"master": arns.master_arn, "app": arns.app_arn, "db": db, "app_password": password}
-    pg.drop_database(db)
-    drop_roles(pg, APP_ROLE)
+        yield from stack_secrets_for(pg, pg.create_database("rds"), sm, host=host, port=port)
 
 
 @pytest.fixture

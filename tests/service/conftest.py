@@ -3,7 +3,6 @@ handler's two secrets in (emulated) Secrets Manager."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +13,8 @@ from moto import mock_aws
 
 from conversations.api import create_app
 from devtools.postgres import PostgresServer
-from devtools.secrets import create_stack_secrets
-from tests.support.cloudformation import APP_ROLE
-from tests.support.service import TOKEN, MigratedDatabase, drop_roles, make_settings
+from tests.support.cloudformation import stack_secrets_for
+from tests.support.service import TOKEN, MigratedDatabase, make_settings
 
 
 @pytest.fixture
@@ -43,15 +41,4 @@ def secretsmanager() -> Iterator[Any]:
 def stack_secrets(pg: PostgresServer, empty_db: str, secretsmanager: Any) -> Iterator[dict[str, Any]]:
     """The two secrets as the DataStack creates them, pointing at a fresh database, with the
     RDS-like master (not a superuser) as the master user."""
-    app_password = secrets.token_urlsafe(18)
-    arns = create_stack_secrets(
-        secretsmanager,
-        host=pg.host,
-        port=pg.port,
-        dbname=empty_db,
-        master=(pg.master, pg.master_password),
-        app=(APP_ROLE, app_password),
-    )
-    yield {"master": arns.master_arn, "app": arns.app_arn, "app_password": app_password, "db": empty_db}
-    pg.drop_database(empty_db)
-    drop_roles(pg, APP_ROLE)
+    yield from stack_secrets_for(pg, empty_db, secretsmanager)

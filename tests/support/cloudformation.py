@@ -6,16 +6,41 @@ framework sends back for each, and the stack status that follows from those answ
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from conversations.cfn_handler import handler
 from conversations.migrate import migration_set
 from devtools.lambda_context import LambdaContext
+from devtools.postgres import PostgresServer
+from devtools.secrets import create_stack_secrets
+from tests.support.service import drop_roles
 
 APP_ROLE = "cfn_test_app"
 # CloudFormation's limit on a custom resource's whole response.
 MAX_RESPONSE_BYTES = 4096
+
+
+def stack_secrets_for(
+    pg: PostgresServer, db: str, secretsmanager: Any, *, host: str | None = None, port: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The Data stack's two secrets for database ``db`` on ``pg`` (or at ``host``/``port``, a
+    forwarder in front of it), with the RDS-like master; the database and the application's
+    roles are removed afterwards."""
+    password = secrets.token_urlsafe(18)
+    arns = create_stack_secrets(
+        secretsmanager,
+        host=host or pg.host,
+        port=port or pg.port,
+        dbname=db,
+        master=(pg.master, pg.master_password),
+        app=(APP_ROLE, password),
+    )
+    yield {"master": arns.master_arn, "app": arns.app_arn, "app_password": password, "db": db}
+    pg.drop_database(db)
+    drop_roles(pg, APP_ROLE)
 
 
 def schema_event(request_type: str, s: dict[str, Any], **props: Any) -> dict[str, Any]:
