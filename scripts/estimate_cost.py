@@ -35,6 +35,10 @@ class Line:
     monthly: float
 
 
+# add(item, quantity, unit, monthly dollars): one line of the estimate (skipped at $0).
+Add = Callable[[str, str, str, float], None]
+
+
 def load_prices(path: Path = PRICES, overrides: Iterable[str] = ()) -> dict[str, Any]:
     prices: dict[str, Any] = json.loads(path.read_text())
     for override in overrides:
@@ -89,9 +93,7 @@ def fargate_task(templates: list[dict[str, Any]], prices: dict[str, Any]) -> Tas
     )
 
 
-def _aurora(
-    templates: list[dict[str, Any]], prices: dict[str, Any], add: Callable[[str, str, str, float], None]
-) -> None:
+def _aurora(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) -> None:
     """An Aurora Serverless v2 cluster: ACU-hours of each instance (see the _aurora assumption),
     storage, I/O, and RDS Proxy by the ACUs behind it (at least 8)."""
     clusters = resources(templates, "AWS::RDS::DBCluster")
@@ -138,15 +140,31 @@ def _alarm_metrics(alarm: dict[str, Any]) -> int:
     return sum(1 for m in metrics if "MetricStat" in m) if metrics else 1
 
 
-def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Line]:  # noqa: PLR0915 - owed: #24, one pricer per resource type
-    hours = prices["hours_per_month"]
-    usage = prices["assumptions"]
+def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Line]:
+    """Every priced line of one deployment's templates, one pricer per kind of resource, in the
+    order the table shows them."""
     lines: list[Line] = []
 
     def add(item: str, quantity: str, unit: str, monthly: float) -> None:
         if monthly > 0:
             lines.append(Line(item, quantity, unit, round(monthly, 2)))
 
+    usage = prices["assumptions"]
+    traffic_gb = usage["requests_per_month"] * usage["kb_per_request"] / 1e6
+    nats = _nat_gateways(templates, prices, add)
+    _load_balancer(templates, prices, add, nats=nats, traffic_gb=traffic_gb)
+    tasks = _fargate(templates, prices, add)
+    _aurora(templates, prices, add)
+    _rds_instances(templates, prices, add)
+    _interface_endpoints(templates, prices, add)
+    _account_wide(templates, prices, add, traffic_gb=traffic_gb)
+    lines.extend(_cloudwatch(templates, prices, tasks=tasks))
+    return lines
+
+
+def _nat_gateways(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) -> int:
+    hours = prices["hours_per_month"]
+    usage = prices["assumptions"]
     nats = len(resources(templates, "AWS::EC2::NatGateway"))
     add(
         "NAT gateways",
@@ -161,6 +179,15 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         usage["nat_gb_month"] * prices["nat_gateway_gb"] if nats else 0,
     )
 
+    return nats
+
+
+def _load_balancer(
+    templates: list[dict[str, Any]], prices: dict[str, Any], add: Add, *, nats: int, traffic_gb: float
+) -> None:
+    """The load balancer, its capacity units, and every public IPv4 address (NAT, its nodes, tasks)."""
+    hours = prices["hours_per_month"]
+    usage = prices["assumptions"]
     albs = resources(templates, "AWS::ElasticLoadBalancingV2::LoadBalancer")
     add(
         "Application Load Balancer",
@@ -170,7 +197,6 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
     )
     # At light traffic the bytes a load balancer processes set its capacity units (1 LCU-hour per
     # GB; 25 new connections/s would be another LCU, far above this traffic).
-    traffic_gb = usage["requests_per_month"] * usage["kb_per_request"] / 1e6
     add(
         "ALB capacity units",
         f"{traffic_gb:g} GB ({usage['requests_per_month'] / 1e6:g}M requests)",
@@ -196,6 +222,11 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         ips * hours * prices["public_ipv4_hour"],
     )
 
+
+def _fargate(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) -> int:
+    """The service's tasks (vCPU and memory); returns how many run."""
+    hours = prices["hours_per_month"]
+    services = resources(templates, "AWS::ECS::Service")
     tasks = 0
     if services:
         task = fargate_task(templates, prices)
@@ -216,7 +247,14 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
                 count * task.gb * hours * task.gb_price,
             )
 
-    _aurora(templates, prices, add)
+    return tasks
+
+
+def _rds_instances(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) -> None:
+    """RDS instances and read replicas (Aurora's are _aurora's), their storage and backups, and
+    RDS Proxy priced per vCPU of the instances behind it."""
+    hours = prices["hours_per_month"]
+    usage = prices["assumptions"]
     proxied_vcpus = 0
     for db in resources(templates, "AWS::RDS::DBInstance"):
         props = db["Properties"]
@@ -265,6 +303,10 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
             vcpus * hours * prices["rds_proxy_vcpu_or_acu_hour"],
         )
 
+
+def _interface_endpoints(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) -> None:
+    hours = prices["hours_per_month"]
+    usage = prices["assumptions"]
     endpoints = [
         e
         for e in resources(templates, "AWS::EC2::VPCEndpoint")
@@ -284,6 +326,9 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         len(endpoints) * usage["endpoint_gb_month"] * prices["interface_endpoint_gb"],
     )
 
+
+def _account_wide(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add, *, traffic_gb: float) -> None:
+    """Secrets, KMS keys and data out to the internet."""
     secrets = len(resources(templates, "AWS::SecretsManager::Secret"))
     add("Secrets Manager secrets", str(secrets), f"${prices['secret_month']}/mo", secrets * prices["secret_month"])
     keys = len(resources(templates, "AWS::KMS::Key"))
@@ -295,8 +340,6 @@ def estimate(templates: list[dict[str, Any]], prices: dict[str, Any]) -> list[Li
         f"${prices['data_transfer_out_gb']}/GB",
         out_gb * prices["data_transfer_out_gb"],
     )
-    lines.extend(_cloudwatch(templates, prices, tasks=tasks))
-    return lines
 
 
 def _cloudwatch(templates: list[dict[str, Any]], prices: dict[str, Any], *, tasks: int) -> list[Line]:
