@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -57,7 +58,55 @@ class Progress:
         self.stream.flush()
 
 
-def run_import(  # noqa: C901 - owed (#24): the batching and the reporting as steps of their own
+@dataclass
+class _Batches:
+    """An import's batches: the one being filled (and its ids, for duplicates within it), each
+    committed through the store with its message counts checked, into the report."""
+
+    store: Store
+    report: Report
+    source: str
+    size: int
+    batch: list[ConversationRecord] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    checked: int = 0
+    wrong: list[str] = field(default_factory=list)
+
+    def refusal(self, item: ConversationRecord) -> BadRecord | None:
+        """Why ``item`` cannot be imported, or None."""
+        where = item.origin or f"{self.source}: conversation {item.conversation_id!r}"
+        if item.conversation_id in self.ids:
+            return BadRecord(where, "appears twice in the source; the first was kept")
+        problem = _embedding_problem(self.store, item)
+        return None if problem is None else BadRecord(where, problem)
+
+    def add(self, item: ConversationRecord) -> None:
+        self.ids.add(item.conversation_id)
+        self.report.conversations_read += 1
+        self.report.messages_read += len(item.messages)
+        self.batch.append(item)
+        if len(self.batch) >= self.size:
+            self.flush()
+            self.ids.clear()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        inserted = set(self.store.import_conversations(self.batch))
+        found = self.store.message_counts(sorted(inserted)) if inserted else {}
+        for record in self.batch:
+            if record.conversation_id in inserted:
+                self.report.imported_conversations += 1
+                self.report.imported_messages += len(record.messages)
+                self.checked += 1
+                if found.get(record.conversation_id, 0) != len(record.messages):
+                    self.wrong.append(record.conversation_id)
+            else:
+                self.report.already_present += 1
+        self.batch.clear()
+
+
+def run_import(
     store: Store,
     source: str,
     records: Iterable[ConversationRecord | BadRecord],
@@ -72,67 +121,28 @@ def run_import(  # noqa: C901 - owed (#24): the batching and the reporting as st
     report = Report(source)
     fraction = records.fraction if isinstance(records, JsonSource) else None
     progress = Progress("importing", total, fraction=fraction)
-    batch: list[ConversationRecord] = []
-    checked = 0
-    wrong: list[str] = []
-
-    def flush() -> None:
-        nonlocal checked
-        if not batch:
-            return
-        inserted = set(store.import_conversations(batch))
-        found = store.message_counts(sorted(inserted)) if inserted else {}
-        for record in batch:
-            if record.conversation_id in inserted:
-                report.imported_conversations += 1
-                report.imported_messages += len(record.messages)
-                checked += 1
-                if found.get(record.conversation_id, 0) != len(record.messages):
-                    wrong.append(record.conversation_id)
-            else:
-                report.already_present += 1
-        batch.clear()
-
-    def bad(item: BadRecord) -> bool:
-        report.skipped.append(item)
-        if strict:
-            report.stopped_early = True
-        return strict
-
-    in_batch: set[str] = set()
+    batches = _Batches(store, report, source, batch_size)
     try:
         for item in records:
-            if isinstance(item, BadRecord):
-                if bad(item):
-                    break
+            refusal = item if isinstance(item, BadRecord) else batches.refusal(item)
+            if refusal is None:
+                assert not isinstance(item, BadRecord)
+                batches.add(item)
+                progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
                 continue
-            where = item.origin or f"{source}: conversation {item.conversation_id!r}"
-            if item.conversation_id in in_batch:
-                if bad(BadRecord(where, "appears twice in the source; the first was kept")):
-                    break
-                continue
-            problem = _embedding_problem(store, item)
-            if problem is not None:
-                if bad(BadRecord(where, problem)):
-                    break
-                continue
-            in_batch.add(item.conversation_id)
-            report.conversations_read += 1
-            report.messages_read += len(item.messages)
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush()
-                in_batch.clear()
-            progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
+            report.skipped.append(refusal)
+            if strict:
+                report.stopped_early = True
+                break
     except SourceError as exc:
         report.source_error = str(exc)
-    flush()
+    batches.flush()
     progress.update(report.conversations_read, f"conversations, {report.messages_read} messages", final=True)
-    report.verified = not wrong
+    report.verified = not batches.wrong
     report.verify_detail = (
-        f"message counts of {checked} imported conversations match the source"
-        if not wrong
-        else f"{len(wrong)} conversations differ, e.g. {wrong[:3]}"
+        f"message counts of {batches.checked} imported conversations match the source"
+        if not batches.wrong
+        else f"{len(batches.wrong)} conversations differ, e.g. {batches.wrong[:3]}"
     )
     return report
 
