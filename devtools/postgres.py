@@ -29,7 +29,6 @@ from conversations.embedded import MASTER_USER, SYSTEM_USER, ensure_rds_master
 from .net import free_port
 
 SUPERUSER = "postgres"
-MASTER = MASTER_USER
 
 
 @dataclass
@@ -39,7 +38,7 @@ class PostgresServer:
     superuser: str
     superuser_password: str
     data_dir: Path | None = None
-    master: str = MASTER
+    master: str = MASTER_USER
     master_password: str = field(default="", repr=False)
     sslrootcert: str | None = None
     """Set for a server that accepts only TLS: clients connect with verify-full against it."""

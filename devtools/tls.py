@@ -153,15 +153,13 @@ def _pgvector_version() -> str:
 
 def _add_pgvector(home: Path) -> None:
     source = _pgvector_source()
-    libdir = subprocess.run(  # noqa: S603 - the binaries' own pg_config
-        [str(home / "bin" / "pg_config"), "--pkglibdir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    sharedir = subprocess.run(  # noqa: S603
-        [str(home / "bin" / "pg_config"), "--sharedir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    # pg_config reports the build's install prefix; the files live under this copy.
-    lib_target = home / "lib" if not Path(libdir).is_dir() else Path(libdir)
-    share_target = home / "share" if not Path(sharedir).is_dir() else Path(sharedir)
+    # pg_config is relocatable: it reports the directories of this copy, wherever it lies.
+    lib_target, share_target = (
+        Path(line)
+        for line in subprocess.run(  # noqa: S603 - the binaries' own pg_config
+            [str(home / "bin" / "pg_config"), "--pkglibdir", "--sharedir"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
     vector_so = next(source.glob("lib/**/vector.so"))
     shutil.copy2(vector_so, lib_target / "vector.so")
     extension_dir = share_target / "extension"
