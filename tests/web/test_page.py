@@ -215,7 +215,10 @@ def test_keyboard_only_and_narrow_screen(browser, live, store):
 )
 def test_a_failed_search_says_why_and_is_not_retried(page: Page, live, status, body, shown):
     page.goto(live)
-    enter_token(page)
+    # The sidebar's first load is done before the search: its success, landing after the search's
+    # 503, would take the banner down (any answer from the database does) before it is seen.
+    with page.expect_response(lambda response: "/conversations?" in response.url):
+        enter_token(page)
     searches = []
 
     def answer(route):
