@@ -100,6 +100,7 @@ def start_server(data_dir: Path) -> str:
     pgdata = data_dir.resolve() / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     check_data_version(pgdata)
+    _clear_unfinished_initdb(pgdata)
     _own_as_server_user(pgdata)
     server = get_server(pgdata, cleanup_mode=None)
     # get_server() hands back a cached handle within one process; make sure the server
@@ -121,6 +122,16 @@ def start_server(data_dir: Path) -> str:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         _hand_over_to_master(conn)
     return make_conninfo(host=socket_dir, user=MASTER_USER, dbname=DATABASE_NAME)
+
+
+def _clear_unfinished_initdb(pgdata: Path) -> None:
+    """A data directory without ``global/pg_control`` is an initdb that Ctrl-C stopped: it never
+    held a database, and initdb refuses a non-empty directory, so it is removed for a fresh start."""
+    import shutil
+
+    if pgdata.is_dir() and not (pgdata / "global" / "pg_control").exists():
+        log.info("removing an unfinished initdb", extra={"pgdata": str(pgdata)})
+        shutil.rmtree(pgdata)
 
 
 def _own_as_server_user(pgdata: Path) -> None:

@@ -104,3 +104,20 @@ def test_a_local_database_owned_by_the_previous_packages_user_is_handed_over(tmp
             assert conn.execute("SELECT current_database()").fetchone() == ("ragdb",)
     finally:
         stop_embedded(data_dir)
+
+
+@pytest.mark.parametrize("left_behind", ["postgresql.conf", "PG_VERSION"])
+def test_an_initdb_stopped_by_ctrl_c_is_started_afresh(tmp_path, left_behind):
+    """initdb refuses a non-empty directory, and with PG_VERSION the package skips it: either way
+    the next `make up` failed until the directory was removed by hand."""
+    from conversations.embedded import local_major, start_server
+
+    data_dir = tmp_path / "local"
+    pgdata = data_dir / "pgdata"
+    (pgdata / "base").mkdir(parents=True)
+    (pgdata / left_behind).write_text(f"{local_major()}\n")
+    try:
+        with psycopg.connect(start_server(data_dir)) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("ragdb",)
+    finally:
+        stop_embedded(data_dir)
