@@ -81,24 +81,24 @@ def plan(rps: float, p99_ms: float, profile: str, database: str, prices: dict[st
     m = measured(p99_ms)
     defaults = PROFILE_DEFAULTS[profile]
     task_vcpu = defaults["cpu"] / 1024
-    tasks = max(defaults["min_tasks"], math.ceil(rps / (m.rps_per_vcpu * task_vcpu * SCALING_HEADROOM)))
+    tasks = max(defaults["minTasks"], math.ceil(rps / (m.rps_per_vcpu * task_vcpu * SCALING_HEADROOM)))
     db_vcpus = rps / m.db_ops_per_vcpu / SCALING_HEADROOM
     connections = tasks * POOL_MAX_SIZE
     context: dict[str, str] = {
         "desiredCount": str(tasks),
-        "minTasks": str(min(tasks, max(defaults["min_tasks"], math.ceil(tasks / 2)))),
-        "maxTasks": str(min(100, max(tasks * 2, defaults["max_tasks"]))),
+        "minTasks": str(min(tasks, max(defaults["minTasks"], math.ceil(tasks / 2)))),
+        "maxTasks": str(min(100, max(tasks * 2, defaults["maxTasks"]))),
     }
     if database == "aurora-serverless-v2":
         max_acu = max(1.0, math.ceil(db_vcpus / VCPU_PER_ACU * 2) / 2)
-        min_acu = min(defaults["min_acu"], max_acu)
+        min_acu = min(defaults["minAcu"], max_acu)
         limit = max_connections(max_acu * 2)
         context |= {"database": database, "maxAcu": f"{max_acu:g}", "minAcu": f"{min_acu:g}"}
         sized = f"Aurora Serverless v2, {min_acu:g}-{max_acu:g} ACU"
         overrides = [f"aurora_average_acu={max_acu}", "aurora_awake_fraction=1"]
     else:
         # Never below the profile's own class (prod's m7g.large is not traded for a burstable one).
-        floor = prices["rds_instance_hour"]["db." + defaults["db_instance_class"]]
+        floor = prices["rds_instance_hour"]["db." + defaults["dbInstanceClass"]]
         candidates = sorted(
             (price, klass)
             for klass, price in prices["rds_instance_hour"].items()

@@ -16,22 +16,17 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .config import DeploymentConfig
+from . import findings
+from .config import LogsConfig, NetworkConfig, ServiceConfig
 from .database import PORT as DATABASE_PORT
 from .database import Database
 from .network import PUBLIC, task_subnets
-from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, log_removal, retention
+from .util import log_removal, retention
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
 CONTAINER_PORT = 8080
 LIVENESS_PATH = "/health/live"
 ALB_IDLE_TIMEOUT_S = 60
-NO_CONTAINER_INSIGHTS = (
-    "Container Insights is off (the lean profile, or containerInsights=false): it is billed as custom "
-    "metrics, about $11 a month for one service, a fifth of the lean budget. The free AWS/ECS CPU and "
-    "memory metrics remain, and the NoHealthyHosts alarm (missing data counts as breaching) still "
-    "catches a service with no running task; only the TasksBelowDesired alarm is given up."
-)
 # taskArchitecture -> (the task's CPU architecture, the image's build platform)
 ARCHITECTURES = {
     "x86_64": (ecs.CpuArchitecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
@@ -39,13 +34,11 @@ ARCHITECTURES = {
 }
 
 
-def database_environment(
-    config: DeploymentConfig, database: Database, app_secret: secretsmanager.ISecret
-) -> dict[str, str]:
+def database_environment(database: Database, app_secret: secretsmanager.ISecret) -> dict[str, str]:
     """The container's plain environment: configuration only; every credential is a secret."""
     env = {
         "PORT": str(CONTAINER_PORT),
-        "EMBEDDING_DIMENSION": str(config.embedding_dimension),
+        "EMBEDDING_DIMENSION": str(database.config.embedding_dimension),
         # Verified TLS: the image carries the RDS certificate authorities (conversations/tls.py).
         "DB_SSLMODE": "verify-full",
         "POOL_MAX_SIZE": "10",
@@ -60,7 +53,7 @@ def database_environment(
     read = database.service_read_endpoint
     if read is not None:
         env["DB_READ_HOST"] = read
-    if config.auto_pause:
+    if database.config.auto_pause:
         # An Aurora cluster pauses only with no connection open: idle connections close after
         # two minutes, and none is kept (the first request after a pause waits for the resume).
         env["POOL_MIN_SIZE"] = "0"
@@ -80,12 +73,15 @@ class ConversationService(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: DeploymentConfig,
+        config: ServiceConfig,
+        network: NetworkConfig,
+        logs_config: LogsConfig,
         vpc: ec2.IVpc,
         database: Database,
         app_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.config = config
         insights = ecs.ContainerInsights.ENABLED if config.container_insights else ecs.ContainerInsights.DISABLED
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=insights)
         self.api_token = secretsmanager.Secret(
@@ -96,9 +92,9 @@ class ConversationService(Construct):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         self.log_group = logs.LogGroup(
-            self, "Logs", retention=retention(config.log_retention_days), removal_policy=log_removal(config)
+            self, "Logs", retention=retention(logs_config.retention_days), removal_policy=log_removal(logs_config)
         )
-        task = ecs.FargateTaskDefinition(
+        self.task_definition = task = ecs.FargateTaskDefinition(
             self,
             "Task",
             cpu=config.cpu,
@@ -116,7 +112,7 @@ class ConversationService(Construct):
             image=ecs.ContainerImage.from_asset(str(SERVICE_DIR), platform=ARCHITECTURES[config.task_architecture][1]),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="api", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
-            environment=database_environment(config, database, app_secret),
+            environment=database_environment(database, app_secret),
             secrets={
                 **({} if database.proxy else {"DB_HOST": ecs.Secret.from_secrets_manager(app_secret, "host")}),
                 "DB_PORT": ecs.Secret.from_secrets_manager(app_secret, "port"),
@@ -168,11 +164,11 @@ class ConversationService(Construct):
             cluster=self.cluster,
             task_definition=task,
             desired_count=config.desired_count,
-            vpc_subnets=task_subnets(config),
+            vpc_subnets=task_subnets(network),
             security_groups=[self.security_group],
             # Without NAT a task needs a public address to pull its image, ship its logs and read
             # its secrets; its security group still admits only the load balancer.
-            assign_public_ip=config.tasks_in_public_subnets,
+            assign_public_ip=network.tasks_in_public_subnets,
             capacity_provider_strategies=[ecs.CapacityProviderStrategy(capacity_provider="FARGATE_SPOT", weight=1)]
             if config.fargate_spot
             else None,
@@ -205,10 +201,10 @@ class ConversationService(Construct):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             versioned=False,
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(config.log_retention_days))],
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(logs_config.retention_days))],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        alb_sg = ec2.SecurityGroup(
+        self.load_balancer_security_group = alb_sg = ec2.SecurityGroup(
             self,
             "LoadBalancerSecurityGroup",
             vpc=vpc,
@@ -232,7 +228,7 @@ class ConversationService(Construct):
             # The service's keep-alive (conversations.__main__.KEEP_ALIVE_S) must outlive this,
             # or the load balancer reuses a connection the task just closed: a sporadic 502.
             idle_timeout=cdk.Duration.seconds(ALB_IDLE_TIMEOUT_S),
-            deletion_protection=config.is_prod,
+            deletion_protection=config.prod,
         )
         self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
         self.load_balancer.connections.allow_to(self.security_group, ec2.Port.tcp(CONTAINER_PORT), "ALB to tasks")
@@ -301,76 +297,4 @@ class ConversationService(Construct):
             scale_out_cooldown=cdk.Duration.minutes(1),
         )
 
-        checkov_skip(self.log_group, "CKV_AWS_158", LOGS_KMS_REASON)
-        checkov_skip(
-            self.api_token,
-            "CKV_AWS_149",
-            "Encrypted with Secrets Manager's AWS-managed key; only this "
-            "account's ECS tasks read it, so a customer-managed key would add cost and no control.",
-        )
-        checkov_skip(
-            self.access_logs,
-            "CKV_AWS_18",
-            "This bucket receives the load balancer's access logs; logging "
-            "access to it would need another bucket with the same finding.",
-        )
-        checkov_skip(
-            self.access_logs,
-            "CKV_AWS_21",
-            "Access logs are written once and expire after the retention "
-            "period; versioning would only keep deleted log objects longer.",
-        )
-        if not config.certificate_arn:
-            for check in ("CKV_AWS_2", "CKV_AWS_103"):
-                checkov_skip(
-                    self.listener,
-                    check,
-                    "Plain HTTP only until an ACM certificate is configured "
-                    "(context certificateArn), which turns on HTTPS with a redirect from HTTP.",
-                )
-        if "0.0.0.0/0" in config.allowed_cidrs or "::/0" in config.allowed_cidrs:
-            checkov_skip(
-                alb_sg,
-                "CKV_AWS_260",
-                "The API is a public endpoint guarded by a bearer token; the "
-                "allowedCidrs context key narrows the load balancer's ingress to known networks.",
-            )
-        acknowledge(
-            task,
-            "ECS2",
-            "The container's plain environment holds configuration only (port, embedding dimension, "
-            "pool size, TLS mode, log level, the app secret's ARN); the database credentials and the API "
-            "token are injected from Secrets Manager as ECS secrets.",
-        )
-        acknowledge(
-            self.api_token,
-            "SMG4",
-            "The API token is a shared bearer credential for the callers of this service: rotating it "
-            "on a schedule would lock out every client at once. Operators rotate it deliberately "
-            "(put a new value, then force a new ECS deployment), as the README describes.",
-        )
-        acknowledge(
-            self.access_logs,
-            "S1",
-            "This bucket receives the load balancer's access logs; logging access to the log bucket "
-            "itself would need a further bucket with the same finding. It blocks public access, "
-            "enforces TLS and expires objects.",
-        )
-        if "0.0.0.0/0" in config.allowed_cidrs or "::/0" in config.allowed_cidrs:
-            acknowledge(
-                alb_sg,
-                "EC23",
-                "The API is a public HTTP endpoint guarded by a bearer token; the allowedCidrs context key "
-                "narrows the load balancer's ingress to known networks when callers are not on the internet.",
-            )
-        if not config.container_insights:
-            acknowledge(self.cluster, "ECS4", NO_CONTAINER_INSIGHTS)
-            checkov_skip(self.cluster, "CKV_AWS_65", NO_CONTAINER_INSIGHTS)
-        assert task.execution_role is not None
-        acknowledge(
-            task.execution_role,
-            "IAM5[Resource::*]",
-            "The execution role's wildcards are those ECS needs to pull the image (ecr:GetAuthorizationToken "
-            "has no resource-level permissions) and are generated by aws-cdk-lib; data access is granted "
-            "on named secrets only.",
-        )
+        findings.service(self)

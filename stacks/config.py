@@ -1,18 +1,30 @@
 """The typed deployment configuration: three profiles in code, context only selects and overrides.
 
-``app.py`` is the only caller of :func:`load_config`; every stack receives the frozen result.
+Every context key is declared once, as a field of the config group of the construct that uses
+it (``NetworkConfig``, ``DatabaseConfig``, ``ServiceConfig``, ``AlarmsConfig``, ``LogsConfig``):
+its parser, its default in each profile, and whether a deployed stack may change it. The stacks
+wire constructs; each construct receives only its own group. ``app.py`` is the only caller of
+:func:`load_config`. The README's configuration table is tested against these declarations
+(tests/infra/test_config.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 DEFAULT_REGION = "eu-west-1"
+PROFILES = ("dev", "lean", "prod")
+INSTANCE = "instance"
+AURORA = "aurora-serverless-v2"
+MAX_ACU = 256  # Aurora Serverless v2's largest capacity per instance (recent versions)
+MAX_READERS = 5
+MAX_AZS = 3
 _INSTANCE_CLASS_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _CERT_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -43,208 +55,22 @@ class ConfigError(ValueError):
     """A context value is invalid; the message names the key."""
 
 
-@dataclass(frozen=True)
-class DeploymentConfig:
-    profile: str
-    account: str | None
-    region: str
-    availability_zones: tuple[str, ...]
-    # network
-    max_azs: int
-    nat_gateways: int
-    """0: no NAT; the tasks run in the public subnets with a public IPv4 address (the lean profile)."""
-    secrets_endpoint_azs: int | None
-    """Zones that get a Secrets Manager endpoint interface; None: every zone in use."""
-    flow_logs: str
-    """"all" or "reject": which traffic the VPC flow logs record."""
-    # database
-    database: str
-    """"instance" (RDS for PostgreSQL) or "aurora-serverless-v2" (an Aurora PostgreSQL cluster)."""
-    min_acu: float
-    """Aurora Serverless v2: the least capacity per instance; 0 lets an idle cluster pause."""
-    max_acu: float
-    readers: int
-    """Read replicas (instance) or reader instances (Aurora) for list, search and similar."""
-    rds_proxy: bool
-    """The service connects through RDS Proxy (the writer; and Aurora's readers, by a read-only endpoint)."""
-    db_instance_class: str
-    db_multi_az: bool
-    db_allocated_storage_gib: int
-    db_max_allocated_storage_gib: int
-    db_backup_retention_days: int
-    db_deletion_protection: bool
-    db_connections_alarm: int
-    # service
-    desired_count: int
-    min_tasks: int
-    max_tasks: int
-    cpu: int
-    memory_mib: int
-    task_architecture: str
-    """"x86_64" or "arm64" (Graviton, about 20% cheaper; the image cross-builds, see service/Dockerfile)."""
-    fargate_spot: bool
-    """Run the tasks on Fargate Spot: a large discount, and a task may be stopped with 2 minutes' notice."""
-    requests_per_target_per_minute: int | None
-    """None: derived from the benchmark (requests_per_target_per_minute()) for the task's CPU."""
-    certificate_arn: str | None
-    allowed_cidrs: tuple[str, ...]
-    alarm_email: str | None
-    embedding_dimension: int
-    log_retention_days: int
-    termination_protection: bool
-    container_insights: bool
-    allow_major_version_upgrade: bool
-    """Let a deploy move the instance to a new major version (irreversible: snapshot first)."""
-    allow_plain_http: bool
-    """Explicit opt-out: prod serves plain HTTP without a certificate (never the default)."""
+# --- parsers: (context key, raw value) -> value, or ConfigError naming the key -------------------
 
-    @property
-    def is_prod(self) -> bool:
-        return self.profile == "prod"
-
-    @property
-    def tasks_in_public_subnets(self) -> bool:
-        """Without NAT the tasks need a public address to reach ECR, CloudWatch Logs and Secrets
-        Manager; their security group still admits only the load balancer."""
-        return self.nat_gateways == 0
-
-    @property
-    def endpoint_azs(self) -> tuple[str, ...]:
-        """The zones of the Secrets Manager endpoint's interfaces."""
-        return self.azs[: self.secrets_endpoint_azs or len(self.azs)]
-
-    @property
-    def aurora(self) -> bool:
-        return self.database == AURORA
-
-    @property
-    def auto_pause(self) -> bool:
-        """An Aurora cluster that scales to zero when idle (minAcu 0)."""
-        return self.aurora and self.min_acu == 0
-
-    @property
-    def retain_logs(self) -> bool:
-        """Prod keeps its log groups (and their history) when a stack is deleted."""
-        return self.is_prod
-
-    @property
-    def performance_insights(self) -> bool:
-        # Performance Insights is not offered on the smallest burstable classes.
-        size = self.db_instance_class.split(".")[-1]
-        return size not in ("micro", "small")
-
-    @property
-    def requests_per_target(self) -> int:
-        if self.requests_per_target_per_minute is not None:
-            return self.requests_per_target_per_minute
-        return requests_per_target_per_minute(self.cpu)
-
-    @property
-    def azs(self) -> tuple[str, ...]:
-        return self.availability_zones[: self.max_azs]
+Parser = Callable[[str, Any], Any]
 
 
-INSTANCE = "instance"
-AURORA = "aurora-serverless-v2"
-MAX_ACU = 256  # Aurora Serverless v2's largest capacity per instance (recent versions)
-MAX_READERS = 5
+def _int(lo: int, hi: int) -> Parser:
+    def parse(key: str, raw: Any) -> int:
+        try:
+            value = int(str(raw))
+        except ValueError:
+            raise ConfigError(f"context '{key}' must be an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"context '{key}' must be between {lo} and {hi}, got {value}")
+        return value
 
-_DEV: dict[str, Any] = dict(
-    database=INSTANCE,
-    # Aurora only: dev and lean pause when idle; prod keeps 2 ACUs (about 4 GiB) warm.
-    min_acu=0.0,
-    max_acu=4.0,
-    readers=0,
-    rds_proxy=False,
-    max_azs=2,
-    nat_gateways=1,
-    secrets_endpoint_azs=None,
-    flow_logs="all",
-    db_instance_class="t4g.micro",
-    db_multi_az=False,
-    db_allocated_storage_gib=20,
-    db_max_allocated_storage_gib=100,
-    db_backup_retention_days=7,
-    db_deletion_protection=False,
-    db_connections_alarm=60,
-    desired_count=1,
-    min_tasks=1,
-    max_tasks=3,
-    cpu=256,
-    memory_mib=512,
-    task_architecture="x86_64",
-    fargate_spot=False,
-    requests_per_target_per_minute=None,
-    certificate_arn=None,
-    allowed_cidrs=("0.0.0.0/0",),
-    alarm_email=None,
-    embedding_dimension=1536,
-    log_retention_days=30,
-    termination_protection=False,
-    container_insights=True,
-    allow_major_version_upgrade=False,
-    allow_plain_http=False,
-)
-
-_PROD: dict[str, Any] = {
-    **_DEV,
-    "max_azs": 3,
-    "nat_gateways": 3,
-    "min_acu": 2.0,
-    "max_acu": 16.0,
-    "db_instance_class": "m7g.large",
-    "db_multi_az": True,
-    "db_allocated_storage_gib": 100,
-    "db_max_allocated_storage_gib": 1000,
-    "db_backup_retention_days": 14,
-    "db_deletion_protection": True,
-    "db_connections_alarm": 500,
-    "desired_count": 2,
-    "min_tasks": 2,
-    "max_tasks": 10,
-    "cpu": 1024,
-    "memory_mib": 2048,
-    "log_retention_days": 365,
-    "termination_protection": True,
-}
-
-# The cheapest stack at the same security bar (README, "Cost"): no NAT gateway (tasks in the
-# public subnets, ingress from the load balancer only), one Secrets Manager endpoint interface
-# (the schema and rotation Lambdas have no other way out), Graviton tasks on Fargate Spot,
-# no Container Insights, flow logs of rejected traffic only, one day of backups.
-_LEAN: dict[str, Any] = {
-    **_DEV,
-    "nat_gateways": 0,
-    "secrets_endpoint_azs": 1,
-    "flow_logs": "reject",
-    "db_backup_retention_days": 1,
-    "task_architecture": "arm64",
-    "fargate_spot": True,
-    "container_insights": False,
-}
-
-PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"dev": _DEV, "lean": _LEAN, "prod": _PROD}
-
-# context key -> (field, parser)
-CONTEXT_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {}
-
-
-def _key(name: str, field: str) -> Callable[[Callable[[str, Any], Any]], Callable[[str, Any], Any]]:
-    def register(parser: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
-        CONTEXT_KEYS[name] = (field, parser)
-        return parser
-
-    return register
-
-
-def _int(key: str, raw: Any, lo: int, hi: int) -> int:
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise ConfigError(f"context '{key}' must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"context '{key}' must be between {lo} and {hi}, got {value}")
-    return value
+    return parse
 
 
 def _bool(key: str, raw: Any) -> bool:
@@ -263,34 +89,7 @@ def _list(raw: Any) -> list[str]:
     return [v.strip() for v in str(raw).split(",") if v.strip()]
 
 
-@_key("dbInstanceClass", "db_instance_class")
-def _instance_class(key: str, raw: Any) -> str:
-    value = str(raw).removeprefix("db.")
-    if not _INSTANCE_CLASS_RE.match(value):
-        raise ConfigError(f"context '{key}' must look like t4g.micro or m7g.large, got {raw!r}")
-    family = value.split(".")[0]
-    if not family.endswith("g") and "g" not in family[2:]:
-        raise ConfigError(f"context '{key}' must be a Graviton class (t4g, m7g, r7g ...), got {raw!r}")
-    return value
-
-
-_key("dbMultiAz", "db_multi_az")(_bool)
-_key("dbDeletionProtection", "db_deletion_protection")(_bool)
-_key("dbAllocatedStorage", "db_allocated_storage_gib")(lambda k, v: _int(k, v, 20, 65536))
-_key("dbMaxAllocatedStorage", "db_max_allocated_storage_gib")(lambda k, v: _int(k, v, 21, 65536))
-_key("dbBackupRetentionDays", "db_backup_retention_days")(lambda k, v: _int(k, v, 1, 35))
-_key("dbConnectionsAlarm", "db_connections_alarm")(lambda k, v: _int(k, v, 1, 100000))
-_key("desiredCount", "desired_count")(lambda k, v: _int(k, v, 1, 100))
-_key("minTasks", "min_tasks")(lambda k, v: _int(k, v, 1, 100))
-_key("maxTasks", "max_tasks")(lambda k, v: _int(k, v, 1, 100))
-_key("cpu", "cpu")(lambda k, v: _int(k, v, 256, 4096))
-_key("memoryMiB", "memory_mib")(lambda k, v: _int(k, v, 512, 30720))
-_key("natGateways", "nat_gateways")(lambda k, v: _int(k, v, 0, 3))
-_key("secretsEndpointAzs", "secrets_endpoint_azs")(lambda k, v: _int(k, v, 1, 3))
-_key("fargateSpot", "fargate_spot")(_bool)
-
-
-def _choice(*allowed: str) -> Callable[[str, Any], str]:
+def _choice(*allowed: str) -> Parser:
     def parse(key: str, raw: Any) -> str:
         value = str(raw).strip().lower()
         if value not in allowed:
@@ -300,13 +99,7 @@ def _choice(*allowed: str) -> Callable[[str, Any], str]:
     return parse
 
 
-_key("taskArchitecture", "task_architecture")(_choice("x86_64", "arm64"))
-_key("database", "database")(_choice(INSTANCE, AURORA))
-_key("readers", "readers")(lambda k, v: _int(k, v, 0, MAX_READERS))
-_key("rdsProxy", "rds_proxy")(_bool)
-
-
-def _acu(lo: float) -> Callable[[str, Any], float]:
+def _acu(lo: float) -> Parser:
     def parse(key: str, raw: Any) -> float:
         try:
             value = float(str(raw))
@@ -319,21 +112,16 @@ def _acu(lo: float) -> Callable[[str, Any], float]:
     return parse
 
 
-_key("minAcu", "min_acu")(_acu(0))
-_key("maxAcu", "max_acu")(_acu(1))
-_key("flowLogs", "flow_logs")(_choice("all", "reject"))
-MAX_AZS = 3
-_key("maxAzs", "max_azs")(lambda k, v: _int(k, v, 2, MAX_AZS))
-_key("requestsPerTarget", "requests_per_target_per_minute")(lambda k, v: _int(k, v, 10, 1_000_000))
-_key("embeddingDimension", "embedding_dimension")(lambda k, v: _int(k, v, 1, 2000))
-_key("logRetentionDays", "log_retention_days")(lambda k, v: _int(k, v, 1, 3653))
-_key("terminationProtection", "termination_protection")(_bool)
-_key("containerInsights", "container_insights")(_bool)
-_key("allowPlainHttp", "allow_plain_http")(_bool)
-_key("allowMajorVersionUpgrade", "allow_major_version_upgrade")(_bool)
+def _instance_class(key: str, raw: Any) -> str:
+    value = str(raw).removeprefix("db.")
+    if not _INSTANCE_CLASS_RE.match(value):
+        raise ConfigError(f"context '{key}' must look like t4g.micro or m7g.large, got {raw!r}")
+    family = value.split(".")[0]
+    if not family.endswith("g") and "g" not in family[2:]:
+        raise ConfigError(f"context '{key}' must be a Graviton class (t4g, m7g, r7g ...), got {raw!r}")
+    return value
 
 
-@_key("certificateArn", "certificate_arn")
 def _certificate(key: str, raw: Any) -> str | None:
     if raw in (None, ""):
         return None
@@ -342,7 +130,6 @@ def _certificate(key: str, raw: Any) -> str | None:
     return str(raw)
 
 
-@_key("allowedCidrs", "allowed_cidrs")
 def _cidrs(key: str, raw: Any) -> tuple[str, ...]:
     values = _list(raw)
     if not values:
@@ -355,7 +142,6 @@ def _cidrs(key: str, raw: Any) -> tuple[str, ...]:
     return tuple(values)
 
 
-@_key("alarmEmail", "alarm_email")
 def _email(key: str, raw: Any) -> str | None:
     if raw in (None, ""):
         return None
@@ -364,12 +150,230 @@ def _email(key: str, raw: Any) -> str | None:
     return str(raw)
 
 
-@_key("availabilityZones", "availability_zones")
 def _azs(key: str, raw: Any) -> tuple[str, ...]:
     values = _list(raw)
     if len(values) < 2:
         raise ConfigError(f"context '{key}' needs at least two availability zones")
     return tuple(values)
+
+
+# --- declarations ---------------------------------------------------------------------------------
+
+Change = Literal["redeploy", "grow only", "create-time only"]
+_SAME: Any = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One context key: how it parses, its default per profile, and whether it may change."""
+
+    key: str
+    parse: Parser
+    defaults: Mapping[str, Any]
+    change: Change
+    why: str
+    """For a key that may not change freely: what it fixes, shown when its value is refused."""
+    unset: str
+    """How the README's table shows a default of None."""
+
+
+def setting(
+    key: str,
+    parse: Parser,
+    *,
+    dev: Any,
+    lean: Any = _SAME,
+    prod: Any = _SAME,
+    change: Change = "redeploy",
+    why: str = "",
+    unset: str = "none",
+) -> Any:
+    """A config group's field that a context key sets (``lean`` and ``prod`` default to ``dev``)."""
+    defaults = {
+        "dev": dev,
+        "lean": dev if lean is _SAME else lean,
+        "prod": dev if prod is _SAME else prod,
+    }
+    declared = Setting(key, parse, defaults, change, why, unset)
+    return dataclasses.field(metadata={"setting": declared})
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    availability_zones: tuple[str, ...] = setting(
+        "availabilityZones",
+        _azs,
+        dev=None,  # seeded from the region (<region>a, b, c): synth never asks EC2
+        change="create-time only",
+        why="subnets are placed in these zones; other zones mean new subnets for the database",
+        unset="`<region>a,b,c`",
+    )
+    max_azs: int = setting(
+        "maxAzs",
+        _int(2, MAX_AZS),
+        dev=2,
+        prod=3,
+        change="grow only",
+        why="may grow up to 3 (the layout reserves room), never shrink: the database and tasks use those subnets",
+    )
+    nat_gateways: int = setting("natGateways", _int(0, 3), dev=1, lean=0, prod=3)
+    """0: no NAT; the tasks run in the public subnets with a public IPv4 address (the lean profile)."""
+    secrets_endpoint_azs: int | None = setting("secretsEndpointAzs", _int(1, 3), dev=None, lean=1, unset="every AZ")
+    """Zones that get a Secrets Manager endpoint interface; None: every zone in use."""
+    flow_logs: str = setting("flowLogs", _choice("all", "reject"), dev="all", lean="reject")
+    """"all" or "reject": which traffic the VPC flow logs record."""
+
+    @property
+    def azs(self) -> tuple[str, ...]:
+        return self.availability_zones[: self.max_azs]
+
+    @property
+    def endpoint_azs(self) -> tuple[str, ...]:
+        """The zones of the Secrets Manager endpoint's interfaces."""
+        return self.azs[: self.secrets_endpoint_azs or len(self.azs)]
+
+    @property
+    def tasks_in_public_subnets(self) -> bool:
+        """Without NAT the tasks need a public address to reach ECR, CloudWatch Logs and Secrets
+        Manager; their security group still admits only the load balancer."""
+        return self.nat_gateways == 0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    prod: bool
+    """The prod profile: snapshot on delete, keep the secrets and the automated backups."""
+    kind: str = setting(
+        "database",
+        _choice(INSTANCE, AURORA),
+        dev=INSTANCE,
+        change="create-time only",
+        why="moving between an RDS instance and Aurora is a new database: migrate the data (README, Scaling)",
+    )
+    """"instance" (RDS for PostgreSQL) or "aurora-serverless-v2" (an Aurora PostgreSQL cluster)."""
+    # Aurora only: dev and lean pause when idle; prod keeps 2 ACUs (about 4 GiB) warm.
+    min_acu: float = setting("minAcu", _acu(0), dev=0.0, prod=2.0)
+    """Aurora Serverless v2: the least capacity per instance; 0 lets an idle cluster pause."""
+    max_acu: float = setting("maxAcu", _acu(1), dev=4.0, prod=16.0)
+    readers: int = setting("readers", _int(0, MAX_READERS), dev=0)
+    """Read replicas (instance) or reader instances (Aurora) for list, search and similar."""
+    rds_proxy: bool = setting("rdsProxy", _bool, dev=False)
+    """The service connects through RDS Proxy (the writer; and Aurora's readers, by a read-only endpoint)."""
+    instance_class: str = setting("dbInstanceClass", _instance_class, dev="t4g.micro", prod="m7g.large")
+    multi_az: bool = setting("dbMultiAz", _bool, dev=False, prod=True)
+    allocated_storage_gib: int = setting("dbAllocatedStorage", _int(20, 65536), dev=20, prod=100)
+    max_allocated_storage_gib: int = setting("dbMaxAllocatedStorage", _int(21, 65536), dev=100, prod=1000)
+    backup_retention_days: int = setting("dbBackupRetentionDays", _int(1, 35), dev=7, lean=1, prod=14)
+    deletion_protection: bool = setting("dbDeletionProtection", _bool, dev=False, prod=True)
+    termination_protection: bool = setting("terminationProtection", _bool, dev=False, prod=True)
+    """CloudFormation termination protection on the Data stack."""
+    embedding_dimension: int = setting(
+        "embeddingDimension",
+        _int(1, 2000),
+        dev=1536,
+        change="create-time only",
+        why="the embedding column's type is fixed by the first migration",
+    )
+    allow_major_version_upgrade: bool = setting("allowMajorVersionUpgrade", _bool, dev=False)
+    """Let a deploy move the instance to a new major version (irreversible: snapshot first)."""
+
+    @property
+    def aurora(self) -> bool:
+        return self.kind == AURORA
+
+    @property
+    def auto_pause(self) -> bool:
+        """An Aurora cluster that scales to zero when idle (minAcu 0)."""
+        return self.aurora and self.min_acu == 0
+
+    @property
+    def performance_insights(self) -> bool:
+        # Performance Insights is not offered on the smallest burstable classes.
+        size = self.instance_class.split(".")[-1]
+        return size not in ("micro", "small")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    prod: bool
+    """The prod profile: the load balancer has deletion protection."""
+    desired_count: int = setting("desiredCount", _int(1, 100), dev=1, prod=2)
+    min_tasks: int = setting("minTasks", _int(1, 100), dev=1, prod=2)
+    max_tasks: int = setting("maxTasks", _int(1, 100), dev=3, prod=10)
+    cpu: int = setting("cpu", _int(256, 4096), dev=256, prod=1024)
+    memory_mib: int = setting("memoryMiB", _int(512, 30720), dev=512, prod=2048)
+    task_architecture: str = setting("taskArchitecture", _choice("x86_64", "arm64"), dev="x86_64", lean="arm64")
+    """"x86_64" or "arm64" (Graviton, about 20% cheaper; the image cross-builds, see service/Dockerfile)."""
+    fargate_spot: bool = setting("fargateSpot", _bool, dev=False, lean=True)
+    """Run the tasks on Fargate Spot: a large discount, and a task may be stopped with 2 minutes' notice."""
+    requests_per_target_per_minute: int | None = setting(
+        "requestsPerTarget", _int(10, 1_000_000), dev=None, unset="derived"
+    )
+    """None: derived from the benchmark (requests_per_target_per_minute()) for the task's CPU."""
+    container_insights: bool = setting("containerInsights", _bool, dev=True, lean=False)
+    certificate_arn: str | None = setting("certificateArn", _certificate, dev=None)
+    allow_plain_http: bool = setting("allowPlainHttp", _bool, dev=False)
+    """Explicit opt-out: prod serves plain HTTP without a certificate (never the default)."""
+    allowed_cidrs: tuple[str, ...] = setting("allowedCidrs", _cidrs, dev=("0.0.0.0/0",))
+
+    @property
+    def requests_per_target(self) -> int:
+        if self.requests_per_target_per_minute is not None:
+            return self.requests_per_target_per_minute
+        return requests_per_target_per_minute(self.cpu)
+
+
+@dataclass(frozen=True)
+class AlarmsConfig:
+    email: str | None = setting("alarmEmail", _email, dev=None)
+    db_connections: int = setting("dbConnectionsAlarm", _int(1, 100000), dev=60, prod=500)
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    retain: bool
+    """Prod keeps its log groups (and their history) when a stack is deleted."""
+    retention_days: int = setting("logRetentionDays", _int(1, 3653), dev=30, prod=365)
+
+
+GROUPS: Mapping[str, type[Any]] = {
+    "network": NetworkConfig,
+    "database": DatabaseConfig,
+    "service": ServiceConfig,
+    "alarms": AlarmsConfig,
+    "logs": LogsConfig,
+}
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    profile: str
+    account: str | None
+    region: str
+    network: NetworkConfig
+    database: DatabaseConfig
+    service: ServiceConfig
+    alarms: AlarmsConfig
+    logs: LogsConfig
+
+    @property
+    def is_prod(self) -> bool:
+        return self.profile == "prod"
+
+
+def _settings() -> Iterator[tuple[str, str, Setting]]:
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            if "setting" in f.metadata:
+                yield group, f.name, f.metadata["setting"]
+
+
+# context key -> its declaration, in declaration order
+CONTEXT_KEYS: Mapping[str, Setting] = {s.key: s for _, _, s in _settings()}
+# profile -> {context key: default}: what a profile means, for scripts (capacity, cost)
+PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    profile: {s.key: s.defaults[profile] for s in CONTEXT_KEYS.values()} for profile in PROFILES
+}
 
 
 def _is_cdk_key(key: str) -> bool:
@@ -388,69 +392,77 @@ def check_context_keys(context: Mapping[str, Any]) -> None:
         raise ConfigError(f"unknown context key {key!r}{hint}; the keys are: {', '.join(known)}")
 
 
+def _value(declared: Setting, profile: str, context: Mapping[str, Any]) -> Any:
+    raw = context.get(declared.key)
+    if raw in (None, ""):
+        return declared.defaults[profile]
+    try:
+        return declared.parse(declared.key, raw)
+    except ConfigError as exc:
+        if declared.change != "redeploy":
+            raise ConfigError(f"{exc} (set at the first deploy only: {declared.why})") from None
+        raise
+
+
 def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> DeploymentConfig:
     """Build the config from CDK context (``-c key=value`` and ``cdk.json``) and environment."""
     check_context_keys(context)
     profile = str(context.get("profile") or "dev")
-    if profile not in PROFILE_DEFAULTS:
-        raise ConfigError(f"context 'profile' must be one of {', '.join(PROFILE_DEFAULTS)}, got {profile!r}")
+    if profile not in PROFILES:
+        raise ConfigError(f"context 'profile' must be one of {', '.join(PROFILES)}, got {profile!r}")
     region = env.get("CDK_DEFAULT_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-    values: dict[str, Any] = dict(PROFILE_DEFAULTS[profile])
+    values: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
+    for group, name, declared in _settings():
+        values[group][name] = _value(declared, profile, context)
     # Seeded, so synth never asks EC2 (no credentials needed). Override with real names
     # where a region's zones differ: -c availabilityZones=us-west-1b,us-west-1c
-    values["availability_zones"] = tuple(f"{region}{suffix}" for suffix in "abc")
-    for key, (field, parse) in CONTEXT_KEYS.items():
-        if context.get(key) not in (None, ""):
-            try:
-                values[field] = parse(key, context[key])
-            except ConfigError as exc:
-                if key in CREATE_TIME_ONLY:
-                    raise ConfigError(f"{exc} (set at the first deploy only: {CREATE_TIME_ONLY[key]})") from None
-                raise
-    config = DeploymentConfig(profile=profile, account=env.get("CDK_DEFAULT_ACCOUNT") or None, region=region, **values)
-    if not config.aurora:
+    if values["network"]["availability_zones"] is None:
+        values["network"]["availability_zones"] = tuple(f"{region}{suffix}" for suffix in "abc")
+    prod = profile == "prod"
+    config = DeploymentConfig(
+        profile=profile,
+        account=env.get("CDK_DEFAULT_ACCOUNT") or None,
+        region=region,
+        network=NetworkConfig(**values["network"]),
+        database=DatabaseConfig(**values["database"], prod=prod),
+        service=ServiceConfig(**values["service"], prod=prod),
+        alarms=AlarmsConfig(**values["alarms"]),
+        logs=LogsConfig(**values["logs"], retain=prod),
+    )
+    if not config.database.aurora:
         given = [key for key in ("minAcu", "maxAcu") if context.get(key) not in (None, "")]
         if given:
             raise ConfigError(f"context {', '.join(repr(k) for k in given)} applies only with -c database={AURORA}")
     return _check(config)
 
 
-# Settings that CloudFormation cannot change on a deployed stack without replacing what holds
-# data or what other stacks import; the README's configuration table marks them too.
-CREATE_TIME_ONLY = {
-    "availabilityZones": "subnets are placed in these zones; other zones mean new subnets for the database",
-    "maxAzs": "may grow up to 3 (the layout reserves room), never shrink: the database and tasks use those subnets",
-    "embeddingDimension": "the embedding column's type is fixed by the first migration",
-    "database": "moving between an RDS instance and Aurora is a new database: migrate the data (README, Scaling)",
-}
-
-
 def _check(config: DeploymentConfig) -> DeploymentConfig:
-    if config.is_prod and not config.certificate_arn and not config.allow_plain_http:
+    network, database, service = config.network, config.database, config.service
+    if config.is_prod and not service.certificate_arn and not service.allow_plain_http:
         raise ConfigError(
             "the prod profile needs context 'certificateArn' (an ACM certificate in the stack's region): without "
             "it the API token and every conversation travel over plain HTTP. To accept that anyway, set "
             "-c allowPlainHttp=true"
         )
-    if config.max_azs > len(config.availability_zones):
-        raise ConfigError(f"maxAzs {config.max_azs} needs that many availabilityZones")
-    if config.nat_gateways > config.max_azs:
-        config = replace(config, nat_gateways=config.max_azs)
-    if config.min_acu > config.max_acu:
-        raise ConfigError(f"minAcu ({config.min_acu:g}) must not be larger than maxAcu ({config.max_acu:g})")
-    if config.db_max_allocated_storage_gib <= config.db_allocated_storage_gib:
+    if network.max_azs > len(network.availability_zones):
+        raise ConfigError(f"maxAzs {network.max_azs} needs that many availabilityZones")
+    if network.nat_gateways > network.max_azs:
+        config = dataclasses.replace(config, network=dataclasses.replace(network, nat_gateways=network.max_azs))
+    if database.min_acu > database.max_acu:
+        raise ConfigError(f"minAcu ({database.min_acu:g}) must not be larger than maxAcu ({database.max_acu:g})")
+    if database.max_allocated_storage_gib <= database.allocated_storage_gib:
         raise ConfigError("dbMaxAllocatedStorage must be larger than dbAllocatedStorage (storage autoscaling)")
-    if not config.min_tasks <= config.desired_count <= config.max_tasks:
+    if not service.min_tasks <= service.desired_count <= service.max_tasks:
         raise ConfigError(
             f"tasks must satisfy minTasks <= desiredCount <= maxTasks, got "
-            f"{config.min_tasks} <= {config.desired_count} <= {config.max_tasks}"
+            f"{service.min_tasks} <= {service.desired_count} <= {service.max_tasks}"
         )
-    if config.cpu not in _FARGATE_MEMORY:
-        raise ConfigError(f"context 'cpu' must be one of {sorted(_FARGATE_MEMORY)}, got {config.cpu}")
-    if config.memory_mib not in _FARGATE_MEMORY[config.cpu]:
-        allowed = _FARGATE_MEMORY[config.cpu]
+    if service.cpu not in _FARGATE_MEMORY:
+        raise ConfigError(f"context 'cpu' must be one of {sorted(_FARGATE_MEMORY)}, got {service.cpu}")
+    if service.memory_mib not in _FARGATE_MEMORY[service.cpu]:
+        allowed = _FARGATE_MEMORY[service.cpu]
         raise ConfigError(
-            f"context 'memoryMiB' {config.memory_mib} is not valid with cpu {config.cpu} "
+            f"context 'memoryMiB' {service.memory_mib} is not valid with cpu {service.cpu} "
             f"(Fargate allows {allowed.start}-{allowed.stop - 1} in steps of {allowed.step})"
         )
     return config

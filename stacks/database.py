@@ -11,7 +11,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .config import DeploymentConfig
+from .config import DatabaseConfig, LogsConfig
 from .network import DATABASE_SUBNETS, LAMBDA_SUBNETS
 from .util import retention
 
@@ -46,9 +46,12 @@ class Database(Construct):
     """The PostgreSQL database (an RDS instance or an Aurora Serverless v2 cluster), its read
     replicas, both credentials, and RDS Proxy when asked for."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, config: DeploymentConfig) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, config: DatabaseConfig, logs_config: LogsConfig
+    ) -> None:
         super().__init__(scope, construct_id)
         self.config = config
+        self.logs_config = logs_config
         self.security_group = ec2.SecurityGroup(
             self,
             "SecurityGroup",
@@ -56,8 +59,8 @@ class Database(Construct):
             allow_all_outbound=False,
             description="PostgreSQL: ingress only from the service tasks and the schema Lambda",
         )
-        self.removal = cdk.RemovalPolicy.SNAPSHOT if config.is_prod else cdk.RemovalPolicy.DESTROY
-        keep = cdk.RemovalPolicy.RETAIN if config.is_prod else cdk.RemovalPolicy.DESTROY
+        self.removal = cdk.RemovalPolicy.SNAPSHOT if config.prod else cdk.RemovalPolicy.DESTROY
+        keep = cdk.RemovalPolicy.RETAIN if config.prod else cdk.RemovalPolicy.DESTROY
         self.instance: rds.DatabaseInstance | None = None
         self.cluster: rds.DatabaseCluster | None = None
         self.replicas: list[rds.DatabaseInstanceReadReplica] = []
@@ -142,7 +145,7 @@ class Database(Construct):
             parameters=PARAMETERS,
         )
 
-    def _instance(self, vpc: ec2.IVpc, config: DeploymentConfig) -> rds.DatabaseInstance:
+    def _instance(self, vpc: ec2.IVpc, config: DatabaseConfig) -> rds.DatabaseInstance:
         engine = rds.DatabaseInstanceEngine.postgres(version=POSTGRES_VERSION)
         self.parameters = self._parameters("Parameters", engine, "Conversation service")
         return rds.DatabaseInstance(
@@ -151,16 +154,16 @@ class Database(Construct):
             engine=engine,
             credentials=rds.Credentials.from_generated_secret(MASTER_USER),
             database_name=DATABASE_NAME,
-            allocated_storage=config.db_allocated_storage_gib,
-            max_allocated_storage=config.db_max_allocated_storage_gib,
+            allocated_storage=config.allocated_storage_gib,
+            max_allocated_storage=config.max_allocated_storage_gib,
             storage_encrypted=True,
-            multi_az=config.db_multi_az,
-            backup_retention=cdk.Duration.days(config.db_backup_retention_days),
+            multi_az=config.multi_az,
+            backup_retention=cdk.Duration.days(config.backup_retention_days),
             preferred_backup_window="02:00-03:00",
             preferred_maintenance_window="sun:03:30-sun:04:30",
             copy_tags_to_snapshot=True,
             removal_policy=self.removal,
-            delete_automated_backups=not config.is_prod,
+            delete_automated_backups=not config.prod,
             cloudwatch_logs_exports=["postgresql", "upgrade"],
             # A stack deployed with another major (17, before this project moved to 18) fails its
             # update until the operator allows the upgrade deliberately, after a snapshot.
@@ -168,11 +171,11 @@ class Database(Construct):
             **self._instance_options(vpc, config),
         )
 
-    def _instance_options(self, vpc: ec2.IVpc, config: DeploymentConfig) -> dict[str, Any]:
+    def _instance_options(self, vpc: ec2.IVpc, config: DatabaseConfig) -> dict[str, Any]:
         """What the instance and its read replicas share: class, network, parameters, storage
         type, authentication, monitoring, upgrades and CA."""
         return {
-            "instance_type": ec2.InstanceType(config.db_instance_class),
+            "instance_type": ec2.InstanceType(config.instance_class),
             "vpc": vpc,
             "vpc_subnets": DATABASE_SUBNETS,
             "security_groups": [self.security_group],
@@ -180,16 +183,16 @@ class Database(Construct):
             "port": PORT,
             "parameter_group": self.parameters,
             "storage_type": rds.StorageType.GP3,
-            "deletion_protection": config.db_deletion_protection,
+            "deletion_protection": config.deletion_protection,
             "iam_authentication": True,
             "enable_performance_insights": config.performance_insights,
-            "cloudwatch_logs_retention": retention(config.log_retention_days),
+            "cloudwatch_logs_retention": retention(self.logs_config.retention_days),
             "auto_minor_version_upgrade": True,
             "ca_certificate": rds.CaCertificate.RDS_CA_RSA2048_G1,
         }
 
     def _replica(
-        self, vpc: ec2.IVpc, config: DeploymentConfig, source: rds.DatabaseInstance, n: int
+        self, vpc: ec2.IVpc, config: DatabaseConfig, source: rds.DatabaseInstance, n: int
     ) -> rds.DatabaseInstanceReadReplica:
         """A read replica of the instance: same class, parameters and security group; RDS
         streams the source's WAL to it, as make test's standby does."""
@@ -205,7 +208,7 @@ class Database(Construct):
             **self._instance_options(vpc, config),
         )
 
-    def _cluster(self, vpc: ec2.IVpc, config: DeploymentConfig) -> rds.DatabaseCluster:
+    def _cluster(self, vpc: ec2.IVpc, config: DatabaseConfig) -> rds.DatabaseCluster:
         engine = rds.DatabaseClusterEngine.aurora_postgres(version=AURORA_VERSION)
         self.parameters = self._parameters("ClusterParameters", engine, "Conversation service (Aurora)")
 
@@ -214,7 +217,7 @@ class Database(Construct):
                 name,
                 publicly_accessible=False,
                 auto_minor_version_upgrade=True,
-                enable_performance_insights=config.is_prod,
+                enable_performance_insights=config.prod,
                 ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
                 allow_major_version_upgrade=config.allow_major_version_upgrade,
                 scale_with_writer=scale_with_writer,
@@ -240,19 +243,19 @@ class Database(Construct):
             parameter_group=self.parameters,
             storage_encrypted=True,
             backup=rds.BackupProps(
-                retention=cdk.Duration.days(config.db_backup_retention_days), preferred_window="02:00-03:00"
+                retention=cdk.Duration.days(config.backup_retention_days), preferred_window="02:00-03:00"
             ),
             preferred_maintenance_window="sun:03:30-sun:04:30",
             copy_tags_to_snapshot=True,
-            deletion_protection=config.db_deletion_protection,
+            deletion_protection=config.deletion_protection,
             removal_policy=self.removal,
             iam_authentication=True,
             cloudwatch_logs_exports=["postgresql"],
-            cloudwatch_logs_retention=retention(config.log_retention_days),
+            cloudwatch_logs_retention=retention(self.logs_config.retention_days),
         )
 
     def _add_proxy(
-        self, vpc: ec2.IVpc, config: DeploymentConfig, target: rds.DatabaseInstance | rds.DatabaseCluster
+        self, vpc: ec2.IVpc, config: DatabaseConfig, target: rds.DatabaseInstance | rds.DatabaseCluster
     ) -> None:
         group = ec2.SecurityGroup(
             self,

@@ -9,7 +9,7 @@ from constructs import Construct
 
 from .alarms import ABOVE, BELOW, AlarmTopic
 from .api_service import ConversationService
-from .config import DeploymentConfig
+from .config import AlarmsConfig
 from .database import Database
 
 
@@ -21,7 +21,7 @@ class Monitoring(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: DeploymentConfig,
+        config: AlarmsConfig,
         service: ConversationService,
         database: Database,
         alarm_topic: AlarmTopic,
@@ -104,18 +104,18 @@ class Monitoring(Construct):
                     "DatabaseCapacity",
                     storage,
                     90,
-                    f"Aurora capacity above 90% of maxAcu ({config.max_acu:g} ACUs): raise maxAcu",
+                    f"Aurora capacity above 90% of maxAcu ({database.config.max_acu:g} ACUs): raise maxAcu",
                     periods=3,
                 )
             ),
             alarm(
                 "DatabaseConnections",
                 connections,
-                config.db_connections_alarm,
-                f"More than {config.db_connections_alarm} database connections",
+                config.db_connections,
+                f"More than {config.db_connections} database connections",
             ),
         ]
-        if config.container_insights:
+        if service.config.container_insights:
             # Container Insights publishes the service's running and desired task counts.
             dimensions = {
                 "ClusterName": service.cluster.cluster_name,

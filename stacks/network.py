@@ -7,9 +7,9 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from . import outputs
-from .config import MAX_AZS, DeploymentConfig
-from .util import LOGS_KMS_REASON, checkov_skip, log_removal, output, retention
+from . import findings, outputs
+from .config import MAX_AZS, DeploymentConfig, NetworkConfig
+from .util import log_removal, output, retention
 
 VPC_CIDR = "10.40.0.0/16"
 # The three subnet groups. Stacks select subnets by group name, never by type: without NAT (the
@@ -17,9 +17,9 @@ VPC_CIDR = "10.40.0.0/16"
 PUBLIC, PRIVATE, DATABASE = "Public", "Private", "Database"
 
 
-def task_subnets(config: DeploymentConfig) -> ec2.SubnetSelection:
+def task_subnets(network: NetworkConfig) -> ec2.SubnetSelection:
     """Where the service's tasks run: the private subnets, or without NAT the public ones."""
-    return ec2.SubnetSelection(subnet_group_name=PUBLIC if config.tasks_in_public_subnets else PRIVATE)
+    return ec2.SubnetSelection(subnet_group_name=PUBLIC if network.tasks_in_public_subnets else PRIVATE)
 
 
 LAMBDA_SUBNETS = ec2.SubnetSelection(subnet_group_name=PRIVATE)
@@ -30,20 +30,21 @@ DATABASE_SUBNETS = ec2.SubnetSelection(subnet_group_name=DATABASE)
 class NetworkStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        network = config.network
 
         flow_logs = logs.LogGroup(
-            self, "FlowLogs", retention=retention(config.log_retention_days), removal_policy=log_removal(config)
+            self, "FlowLogs", retention=retention(config.logs.retention_days), removal_policy=log_removal(config.logs)
         )
-        checkov_skip(flow_logs, "CKV_AWS_158", LOGS_KMS_REASON)
+        findings.log_group(flow_logs)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
-            availability_zones=list(config.azs),
+            availability_zones=list(network.azs),
             # Address space for MAX_AZS zones is laid out from the start, so growing maxAzs adds
             # subnets and never renumbers the existing ones (which the other stacks import).
-            reserved_azs=MAX_AZS - len(config.azs),
-            nat_gateways=config.nat_gateways,
+            reserved_azs=MAX_AZS - len(network.azs),
+            nat_gateways=network.nat_gateways,
             subnet_configuration=[
                 # The load balancer; without NAT also the tasks (public address, ingress from
                 # the load balancer's security group only).
@@ -53,7 +54,7 @@ class NetworkStack(cdk.Stack):
                 ec2.SubnetConfiguration(
                     name=PRIVATE,
                     subnet_type=ec2.SubnetType.PRIVATE_ISOLATED
-                    if config.tasks_in_public_subnets
+                    if network.tasks_in_public_subnets
                     else ec2.SubnetType.PRIVATE_WITH_EGRESS,
                     cidr_mask=22,
                 ),
@@ -66,7 +67,7 @@ class NetworkStack(cdk.Stack):
                 "All": ec2.FlowLogOptions(
                     destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
                     traffic_type=ec2.FlowLogTrafficType.REJECT
-                    if config.flow_logs == "reject"
+                    if network.flow_logs == "reject"
                     else ec2.FlowLogTrafficType.ALL,
                 )
             },
@@ -88,7 +89,7 @@ class NetworkStack(cdk.Stack):
         self.secrets_endpoint = self.vpc.add_interface_endpoint(
             "SecretsManagerEndpoint",
             service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
-            subnets=ec2.SubnetSelection(subnet_group_name=PRIVATE, availability_zones=list(config.endpoint_azs)),
+            subnets=ec2.SubnetSelection(subnet_group_name=PRIVATE, availability_zones=list(network.endpoint_azs)),
             private_dns_enabled=True,
             open=False,
         )

@@ -25,8 +25,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct, IDependable
 
+from . import findings
 from .network import LAMBDA_SUBNETS
-from .util import LOGS_KMS_REASON, acknowledge, checkov_skip, retention
+from .util import retention
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_DIR = ROOT / "service"
@@ -219,64 +220,4 @@ class SchemaMigrations(Construct):
         )
         self.schema_version = self.resource.get_att_string("SchemaVersion")
 
-        framework = provider.node.find_child("framework-onEvent")
-        for group in (log_group, provider_logs):
-            checkov_skip(group, "CKV_AWS_158", LOGS_KMS_REASON)
-        for function in (self.function, framework):
-            checkov_skip(
-                function,
-                "CKV_AWS_116",
-                "CloudFormation invokes custom-resource handlers synchronously and "
-                "reports their failure on the stack; a dead-letter queue only applies to async invocations.",
-            )
-        checkov_skip(
-            self.function,
-            "CKV_AWS_115",
-            "No reserved concurrency on purpose: a new account's Lambda quota (often 10) leaves nothing "
-            "to reserve and the deploy would fail. CloudFormation invokes it once per deploy, and the "
-            "migrator's advisory lock serialises concurrent runs.",
-        )
-        checkov_skip(
-            framework,
-            "CKV_AWS_115",
-            "The provider framework function comes from aws-cdk-lib and only relays "
-            "CloudFormation events; it runs once per stack operation.",
-        )
-        checkov_skip(
-            framework,
-            "CKV_AWS_117",
-            "The provider framework function calls only the handler and "
-            "CloudFormation's pre-signed S3 URL; it has no access to the database and needs no VPC.",
-        )
-        checkov_skip(
-            framework,
-            "CKV_AWS_173",
-            "Its only environment variable is the ARN of the handler function, "
-            "which is not secret; encryption at rest by Lambda's AWS-managed key applies.",
-        )
-
-        basic_execution = "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]"
-        acknowledge(
-            provider,
-            basic_execution,
-            "The provider framework's role uses AWSLambdaBasicExecutionRole, which only allows writing "
-            "its own CloudWatch Logs; it is created and scoped by aws-cdk-lib's custom_resources.Provider.",
-        )
-        acknowledge(
-            provider,
-            "IAM5[Resource::<SchemaMigrationsHandler43587043.Arn>:*]",
-            "The provider framework may invoke the handler function and its versions (arn:...:function:"
-            "name:*); the wildcard is the version qualifier of that single function, not other functions.",
-        )
-        acknowledge(
-            self.function,
-            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
-            "AWSLambdaVPCAccessExecutionRole is AWS's minimal policy for a VPC Lambda: create and delete "
-            "its own network interfaces; no data access.",
-        )
-        acknowledge(
-            self.function,
-            basic_execution,
-            "AWSLambdaBasicExecutionRole only lets the handler write its own CloudWatch Logs; the data it "
-            "reads is granted separately on the two named secrets.",
-        )
+        findings.schema(self, provider, log_groups=(log_group, provider_logs))

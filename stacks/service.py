@@ -31,9 +31,18 @@ class ServiceStack(cdk.Stack):
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        api = ConversationService(self, "Api", config=config, vpc=vpc, database=database, app_secret=app_secret)
+        api = ConversationService(
+            self,
+            "Api",
+            config=config.service,
+            network=config.network,
+            logs_config=config.logs,
+            vpc=vpc,
+            database=database,
+            app_secret=app_secret,
+        )
         monitoring = Monitoring(
-            self, "Monitoring", config=config, service=api, database=database, alarm_topic=alarm_topic
+            self, "Monitoring", config=config.alarms, service=api, database=database, alarm_topic=alarm_topic
         )
 
         output(self, outputs.SERVICE_URL, api.url, "Base URL of the conversation service")

@@ -7,7 +7,7 @@ import jsii
 from aws_cdk import aws_logs as logs
 from constructs import IConstruct
 
-from .config import DeploymentConfig
+from .config import LogsConfig
 
 _RETENTION_DAYS = {
     1: logs.RetentionDays.ONE_DAY,
@@ -42,9 +42,9 @@ def output(stack: cdk.Stack, key: str, value: str, description: str) -> cdk.CfnO
     return out
 
 
-def log_removal(config: DeploymentConfig) -> cdk.RemovalPolicy:
+def log_removal(logs: LogsConfig) -> cdk.RemovalPolicy:
     """What deleting a stack does to its log groups: prod keeps them, other profiles clean up."""
-    return cdk.RemovalPolicy.RETAIN if config.retain_logs else cdk.RemovalPolicy.DESTROY
+    return cdk.RemovalPolicy.RETAIN if logs.retain else cdk.RemovalPolicy.DESTROY
 
 
 def retention(days: int) -> logs.RetentionDays:
@@ -96,9 +96,3 @@ def checkov_skip(scope: IConstruct, check_id: str, reason: str) -> None:
     current = resource.get_metadata("checkov") or {"skip": []}
     current["skip"].append({"id": check_id, "comment": reason})
     resource.add_metadata("checkov", current)
-
-
-LOGS_KMS_REASON = (
-    "CloudWatch Logs encrypts every log group at rest with AWS-managed keys; this project never logs "
-    "message content, tokens or passwords, so a customer-managed key would add cost without protecting data."
-)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.config import ConfigError, load_config
+from stacks.config import ConfigError, DeploymentConfig, load_config
 from tests.infra.conftest import CERT
 
 ENV = {"CDK_DEFAULT_REGION": "eu-west-1"}
@@ -13,10 +13,14 @@ ENV = {"CDK_DEFAULT_REGION": "eu-west-1"}
 def test_dev_is_the_default_and_cheap():
     config = load_config({}, ENV)
     assert config.profile == "dev"
-    assert (config.nat_gateways, config.db_instance_class, config.db_multi_az) == (1, "t4g.micro", False)
-    assert config.db_backup_retention_days == 7 and not config.performance_insights
+    assert (config.network.nat_gateways, config.database.instance_class, config.database.multi_az) == (
+        1,
+        "t4g.micro",
+        False,
+    )
+    assert config.database.backup_retention_days == 7 and not config.database.performance_insights
     assert config.account is None and config.region == "eu-west-1"
-    assert config.azs == ("eu-west-1a", "eu-west-1b")
+    assert config.network.azs == ("eu-west-1a", "eu-west-1b")
 
 
 PROD = {"profile": "prod", "certificateArn": CERT}
@@ -24,26 +28,38 @@ PROD = {"profile": "prod", "certificateArn": CERT}
 
 def test_lean_gives_up_nat_and_redundancy_not_the_security_bar():
     lean, dev = load_config({"profile": "lean"}, ENV), load_config({}, ENV)
-    assert lean.nat_gateways == 0 and lean.tasks_in_public_subnets
-    assert lean.endpoint_azs == ("eu-west-1a",) and dev.endpoint_azs == ("eu-west-1a", "eu-west-1b")
-    assert (lean.task_architecture, lean.fargate_spot, lean.container_insights) == ("arm64", True, False)
-    assert (lean.flow_logs, lean.db_backup_retention_days) == ("reject", 1)
+    assert lean.network.nat_gateways == 0 and lean.network.tasks_in_public_subnets
+    assert lean.network.endpoint_azs == ("eu-west-1a",) and dev.network.endpoint_azs == ("eu-west-1a", "eu-west-1b")
+    assert (lean.service.task_architecture, lean.service.fargate_spot, lean.service.container_insights) == (
+        "arm64",
+        True,
+        False,
+    )
+    assert (lean.network.flow_logs, lean.database.backup_retention_days) == ("reject", 1)
+
     # what it keeps from dev: the database, the task size, HTTPS when a certificate is given
-    same = ("db_instance_class", "db_allocated_storage_gib", "cpu", "memory_mib", "allowed_cidrs", "max_azs")
-    assert {f: getattr(lean, f) for f in same} == {f: getattr(dev, f) for f in same}
-    assert not dev.tasks_in_public_subnets and not dev.fargate_spot and dev.task_architecture == "x86_64"
+    def kept(c: DeploymentConfig) -> tuple[object, ...]:
+        d, s = c.database, c.service
+        return (d.instance_class, d.allocated_storage_gib, s.cpu, s.memory_mib, s.allowed_cidrs, c.network.max_azs)
+
+    assert kept(lean) == kept(dev)
+    assert (
+        not dev.network.tasks_in_public_subnets
+        and not dev.service.fargate_spot
+        and dev.service.task_architecture == "x86_64"
+    )
     # each lean choice is a key any profile can take
     dev_without_nat = load_config({"natGateways": "0", "secretsEndpointAzs": "3"}, ENV)
-    assert dev_without_nat.tasks_in_public_subnets and dev_without_nat.endpoint_azs == dev.azs
+    assert dev_without_nat.network.tasks_in_public_subnets and dev_without_nat.network.endpoint_azs == dev.network.azs
 
 
 def test_prod_is_safe():
     config = load_config(PROD, ENV)
-    assert config.db_multi_az and config.db_deletion_protection and config.termination_protection
-    assert config.db_backup_retention_days >= 14
-    assert config.nat_gateways == len(config.azs) == 3
-    assert config.performance_insights
-    assert config.desired_count >= 2
+    assert config.database.multi_az and config.database.deletion_protection and config.database.termination_protection
+    assert config.database.backup_retention_days >= 14
+    assert config.network.nat_gateways == len(config.network.azs) == 3
+    assert config.database.performance_insights
+    assert config.service.desired_count >= 2
 
 
 def test_overrides_by_context():
@@ -63,11 +79,16 @@ def test_overrides_by_context():
         },
         {**ENV, "CDK_DEFAULT_ACCOUNT": "111122223333"},
     )
-    assert config.db_instance_class == "r7g.xlarge"
-    assert (config.desired_count, config.cpu, config.memory_mib, config.nat_gateways) == (4, 2048, 4096, 1)
-    assert config.allowed_cidrs == ("10.0.0.0/8", "192.0.2.0/24")
-    assert config.embedding_dimension == 768 and config.alarm_email == "ops@example.com"
-    assert config.azs == ("eu-west-1b", "eu-west-1c", "eu-west-1a") and config.account == "111122223333"
+    assert config.database.instance_class == "r7g.xlarge"
+    assert (
+        config.service.desired_count,
+        config.service.cpu,
+        config.service.memory_mib,
+        config.network.nat_gateways,
+    ) == (4, 2048, 4096, 1)
+    assert config.service.allowed_cidrs == ("10.0.0.0/8", "192.0.2.0/24")
+    assert config.database.embedding_dimension == 768 and config.alarms.email == "ops@example.com"
+    assert config.network.azs == ("eu-west-1b", "eu-west-1c", "eu-west-1a") and config.account == "111122223333"
 
 
 @pytest.mark.parametrize(
@@ -109,26 +130,69 @@ def test_scaling_keys_default_to_one_instance_without_proxy_and_aurora_pauses_ou
     for profile in ("dev", "lean", "prod"):
         context = {"profile": profile, **({"allowPlainHttp": "true"} if profile == "prod" else {})}
         config = load_config(context, ENV)
-        assert (config.database, config.readers, config.rds_proxy) == ("instance", 0, False)
+        assert (config.database.kind, config.database.readers, config.database.rds_proxy) == ("instance", 0, False)
         aurora = load_config({**context, "database": "aurora-serverless-v2"}, ENV)
-        assert aurora.aurora and aurora.auto_pause == (profile != "prod")
-        assert (aurora.min_acu, aurora.max_acu) == ((2, 16) if profile == "prod" else (0, 4))
+        assert aurora.database.aurora and aurora.database.auto_pause == (profile != "prod")
+        assert (aurora.database.min_acu, aurora.database.max_acu) == ((2, 16) if profile == "prod" else (0, 4))
     config = load_config({"database": "aurora-serverless-v2", "minAcu": "0.5", "maxAcu": "64", "readers": "2"}, ENV)
-    assert (config.min_acu, config.max_acu, config.readers, config.auto_pause) == (0.5, 64, 2, False)
+    assert (config.database.min_acu, config.database.max_acu, config.database.readers, config.database.auto_pause) == (
+        0.5,
+        64,
+        2,
+        False,
+    )
 
 
 def test_region_comes_from_the_cdk_environment():
-    assert load_config({}, {"CDK_DEFAULT_REGION": "us-east-2"}).azs == ("us-east-2a", "us-east-2b")
+    assert load_config({}, {"CDK_DEFAULT_REGION": "us-east-2"}).network.azs == ("us-east-2a", "us-east-2b")
     assert load_config({}, {"AWS_REGION": "ap-southeast-2"}).region == "ap-southeast-2"
 
 
-def test_readme_documents_every_context_key():
-    from stacks.config import CONTEXT_KEYS
+def readme_configuration_rows() -> dict[str, list[str]]:
+    """The README's deployment-configuration table: context key -> its cells (dev, lean, prod,
+    what it does); a row naming two keys (`minAcu` / `maxAcu`) gives each its half of a cell."""
     from tests.infra.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    for key in CONTEXT_KEYS:
-        assert f"`{key}`" in readme, f"context key {key} is missing from the README's table"
+    table = readme.split("### Deployment configuration", 1)[1].split("\n### ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].startswith("`"):
+            continue
+        keys = [k.strip().strip("`") for k in cells[0].split(" / ")]
+        for i, key in enumerate(keys):
+            parts = [c.split(" / ")[i] if len(keys) > 1 else c for c in cells[1:4]]
+            rows[key] = [*parts, cells[4]]
+    return rows
+
+
+def shown(value: object) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`"
+    return f"`{value}`"
+
+
+def test_readme_table_matches_every_declared_context_key():
+    """Each key is declared once (stacks/config.py); the README's table is checked against it:
+    the same keys, each profile's default, and which keys a deployed stack may not change."""
+    from stacks.config import CONTEXT_KEYS, PROFILES
+
+    rows = readme_configuration_rows()
+    assert set(rows) == {"profile", *CONTEXT_KEYS}, "the README's table and stacks/config.py name different keys"
+    for key, declared in CONTEXT_KEYS.items():
+        *defaults, what = rows[key]
+        for profile, cell in zip(PROFILES, defaults, strict=True):
+            value = declared.defaults[profile]
+            expected = declared.unset if value is None else shown(value)
+            assert cell.startswith(expected), f"README: {key}'s {profile} default is {cell!r}, declared {expected}"
+        marks = {"create-time only": "**Create-time only**", "grow only": "**Grow only**"}
+        for change, mark in marks.items():
+            assert (mark in what) == (declared.change == change), f"README: {key} should say {mark!r} iff {change}"
 
 
 def test_request_scaling_target_cites_the_recorded_benchmark():
@@ -144,11 +208,18 @@ def test_request_scaling_target_cites_the_recorded_benchmark():
     recorded = json.loads(runs[-1].read_text())["http"]["rps_per_core"]
     assert recorded == HTTP_RPS_PER_CORE, "update HTTP_RPS_PER_CORE in stacks/config.py from the latest run"
     dev, prod = load_config({}, ENV), load_config(PROD, ENV)
-    assert dev.requests_per_target == requests_per_target_per_minute(256) == int(HTTP_RPS_PER_CORE * 0.25 * 0.6 * 60)
-    assert prod.requests_per_target == requests_per_target_per_minute(1024)
-    assert load_config({"requestsPerTarget": "500"}, ENV).requests_per_target == 500
+    assert (
+        dev.service.requests_per_target
+        == requests_per_target_per_minute(256)
+        == int(HTTP_RPS_PER_CORE * 0.25 * 0.6 * 60)
+    )
+    assert prod.service.requests_per_target == requests_per_target_per_minute(1024)
+    assert load_config({"requestsPerTarget": "500"}, ENV).service.requests_per_target == 500
     readme = (ROOT / "README.md").read_text()
-    assert f"derived: `{dev.requests_per_target}`" in readme and f"derived: `{prod.requests_per_target}`" in readme
+    assert (
+        f"derived: `{dev.service.requests_per_target}`" in readme
+        and f"derived: `{prod.service.requests_per_target}`" in readme
+    )
 
 
 def test_a_typo_in_a_context_key_is_refused_with_the_valid_keys():

@@ -54,8 +54,8 @@ def test_engine_version_is_the_major_only_with_minor_upgrades_on(dev, prod):
 
 
 def test_a_major_upgrade_is_allowed_only_when_asked_for():
-    assert load_config({"profile": "dev"}, ENV).allow_major_version_upgrade is False
-    assert load_config({"profile": "dev", "allowMajorVersionUpgrade": "true"}, ENV).allow_major_version_upgrade
+    assert load_config({"profile": "dev"}, ENV).database.allow_major_version_upgrade is False
+    assert load_config({"profile": "dev", "allowMajorVersionUpgrade": "true"}, ENV).database.allow_major_version_upgrade
 
 
 def test_slow_statements_are_logged_without_their_parameters(dev):
@@ -77,8 +77,8 @@ def test_prod_refuses_plain_http_unless_the_operator_opts_out():
     with pytest.raises(ConfigError, match="certificateArn") as refused:
         load_config({"profile": "prod"}, ENV)
     assert "allowPlainHttp" in str(refused.value)
-    assert load_config({"profile": "prod", "allowPlainHttp": "true"}, ENV).certificate_arn is None
-    assert load_config({"profile": "dev"}, ENV).certificate_arn is None  # dev may stay HTTP
+    assert load_config({"profile": "prod", "allowPlainHttp": "true"}, ENV).service.certificate_arn is None
+    assert load_config({"profile": "dev"}, ENV).service.certificate_arn is None  # dev may stay HTTP
 
 
 def alarm(template: Template, name: str) -> dict:
