@@ -74,7 +74,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy --strict -p conversations -p stacks
-	$(PY) -m mypy --strict --explicit-package-bases scripts devtools app.py
+	$(PY) -m mypy --strict --explicit-package-bases scripts devtools app.py tests bench
 
 synth: $(STAMP) $(NODE_STAMP) ## write the three templates of PROFILE (dev) to cdk.out, with cdk-nag as a gate
 	$(CDK) synth --quiet $(CDK_ARGS)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import time
+from typing import Any
 from urllib.parse import urlparse
 
 import psutil
@@ -67,7 +68,7 @@ def build(method: str, path: str, host: str, token: str, body: bytes = b"") -> b
     return head.encode() + body
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = urlparse(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     ids = args.ids.split(",")

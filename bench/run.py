@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import psycopg
 
 from bench.systems import FULL, QUICK, RARE_TERMS, Floor, JsonColumn, LangChain, Ours, Shape, dataset, text
 from conversations.models import ConversationCursor, NewMessage
-from devtools.postgres import remove, start_embedded_server
+from devtools.postgres import remove, scalar, start_embedded_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -56,6 +57,19 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+System = Ours | LangChain | JsonColumn
+
+
+def append_to_one_of(ids: list[str], content: str, system: System, i: int) -> None:
+    system.append(ids[i % len(ids)], "user", content)
+
+
+def bound(system: System, fn: Callable[[System, int], Any]) -> Callable[[int], Any]:
+    """``fn`` with its system fixed: a timed call of iteration ``i`` on that system (a lambda's
+    default argument would do the same, untyped)."""
+    return lambda i: fn(system, i)
 
 
 def measure(
@@ -115,14 +129,14 @@ class Bench:
         self.by_length: dict[int, list[str]] = {}
         for c in self.data:
             self.by_length.setdefault(len(c.messages), []).append(c.conversation_id)
-        for system, load in (
+        for label, load in (
             ("ours", lambda: self.ours.load(self.data, self.shape.embeddings)),
             ("langchain-postgres", lambda: self.langchain.load(self.data)),
             ("json-column", lambda: self.jsoncol.load(self.data)),
         ):
             started = time.perf_counter()
             load()
-            log(f"loaded {system} with COPY in {time.perf_counter() - started:.1f} s")
+            log(f"loaded {label} with COPY in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         self.ours.finish_load()
         log(f"built full-text and HNSW indexes in {time.perf_counter() - started:.1f} s")
@@ -150,7 +164,7 @@ class Bench:
 
     def run_operations(self) -> None:
         small = text(self.rng, 200)
-        kw = {"iterations": self.iterations, "rounds": self.rounds}
+        kw: dict[str, Any] = {"iterations": self.iterations, "rounds": self.rounds}
         self.op("floor: durable INSERT", "floor", measure(lambda i: self.floor.insert(small), **kw))
         self.op("floor: SELECT 1", "floor", measure(lambda i: self.floor.select1(), **kw))
 
@@ -158,13 +172,14 @@ class Bench:
             if length < 10:
                 continue
             ids = self.by_length[length][:20]
+
             for system in (self.ours, self.langchain, self.jsoncol):
                 iterations = self.iterations if not (system is self.jsoncol and length >= 100) else 30
                 self.op(
                     f"append @ {length} messages",
                     system.name,
                     measure(
-                        lambda i, s=system, ids=ids: s.append(ids[i % len(ids)], "user", small),
+                        bound(system, partial(append_to_one_of, ids, small)),
                         iterations=iterations,
                         rounds=self.rounds,
                     ),
@@ -174,7 +189,7 @@ class Bench:
             self.op(
                 "create + first message",
                 system.name,
-                measure(lambda i, s=system: s.create(str(uuid.uuid4()), small), **kw),
+                measure(bound(system, lambda s, i: s.create(str(uuid.uuid4()), small)), **kw),
             )
 
         ids_1k = self.by_length[1000][:20]
@@ -184,7 +199,7 @@ class Bench:
                 "read last 50 @ 1k messages",
                 system.name,
                 measure(
-                    lambda i, s=system: s.last(ids_1k[i % len(ids_1k)], 50),
+                    bound(system, lambda s, i: s.last(ids_1k[i % len(ids_1k)], 50)),
                     iterations=30 if slow else self.iterations,
                     rounds=self.rounds,
                 ),
@@ -192,7 +207,7 @@ class Bench:
             self.op(
                 "full read @ 1k messages",
                 system.name,
-                measure(lambda i, s=system: s.full(ids_1k[i % len(ids_1k)]), iterations=30, rounds=self.rounds),
+                measure(bound(system, lambda s, i: s.full(ids_1k[i % len(ids_1k)])), iterations=30, rounds=self.rounds),
             )
 
         store = self.ours.store
@@ -237,10 +252,10 @@ class Bench:
                 "delete (100 messages)",
                 system.name,
                 measure(
-                    lambda i, s=system: s.delete(victims[s.name][-1]),
+                    bound(system, lambda s, i: s.delete(victims[s.name][-1])),
                     iterations=20,
                     rounds=self.rounds,
-                    before=lambda i, s=system: prepare(s, i),
+                    before=bound(system, prepare),
                 ),
             )
 
@@ -614,9 +629,9 @@ def main() -> int:
     try:
         bench.setup(work)
         with psycopg.connect(bench.server.conninfo()) as conn:
-            server_version = conn.execute("SHOW server_version").fetchone()[0]
+            server_version = scalar(conn.execute("SHOW server_version"))
             vector = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
-            server_version += f", pgvector {vector.fetchone()[0]}"
+            server_version += f", pgvector {scalar(vector)}"
         bench.run_operations()
         bench.run_mixed()
         if not args.no_http:

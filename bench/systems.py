@@ -343,6 +343,7 @@ class JsonColumn(_OneConnection):
             row = self.conn.execute(
                 "SELECT messages FROM conversations WHERE conversation_id = %s FOR UPDATE", (cid,)
             ).fetchone()
+            assert row is not None, cid
             messages = row[0]
             messages.append({"role": role, "content": content, "timestamp": datetime.now(UTC).isoformat()})
             self.conn.execute(
@@ -363,6 +364,7 @@ class JsonColumn(_OneConnection):
         assert self.conn
         with self.conn.transaction():
             row = self.conn.execute("SELECT messages FROM conversations WHERE conversation_id = %s", (cid,)).fetchone()
+        assert row is not None, cid
         return [(m["role"], m["content"]) for m in row[0]]
 
     def last(self, cid: str, n: int) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -287,3 +288,11 @@ def remove(server: PostgresServer) -> None:
             pass
         assert server.data_dir is not None
         shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+
+def scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of the one row a query returns (a missing row is a failure, not None)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise AssertionError("the query returned no row")
+    return row[0]

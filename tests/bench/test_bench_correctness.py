@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
-from bench.systems import Floor, JsonColumn, LangChain, Ours, Shape, dataset
+from bench.systems import Conversation, Floor, JsonColumn, LangChain, Ours, Shape, dataset
+from devtools.postgres import PostgresServer, scalar
 
+Systems = tuple[list[Conversation], Ours, LangChain, JsonColumn, Floor]
 TINY = Shape(
     lengths={100: 3, 10: 20}, heavy_user_conversations=10, big_messages={1_500_000: 1}, embeddings=50, dimension=16
 )
 
 
 @pytest.fixture(scope="module")
-def systems(pg):
+def systems(pg: PostgresServer) -> Iterator[Systems]:
     names = {n: pg.create_database(f"bench_{n}") for n in ("ours", "langchain", "jsoncol", "floor")}
     role, password = f"bench_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
     ours = Ours(pg.conninfo(names["ours"]), pg.conninfo(names["ours"], role, password), TINY.dimension)
@@ -27,15 +30,15 @@ def systems(pg):
         JsonColumn(pg.conninfo(names["jsoncol"])),
         Floor(pg.conninfo(names["floor"])),
     )
-    for system in (langchain, jsoncol, floor):
-        system.setup()
+    for other in (langchain, jsoncol, floor):
+        other.setup()
     data = list(dataset(TINY))
     assert ours.load(data, TINY.embeddings) == TINY.messages
     langchain.load(data)
     jsoncol.load(data)
     ours.finish_load()
-    for system in (ours, langchain, jsoncol, floor):
-        system.open()
+    for each in (ours, langchain, jsoncol, floor):
+        each.open()
     yield data, ours, langchain, jsoncol, floor
     for system in (ours, langchain, jsoncol, floor):
         system.close()
@@ -47,7 +50,7 @@ def systems(pg):
         conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
-def test_every_system_returns_the_same_transcript(systems):
+def test_every_system_returns_the_same_transcript(systems: Systems) -> None:
     data, ours, langchain, jsoncol, _ = systems
     for conversation in (data[0], data[1], data[-1]):  # the long ones (one holds a 1.5 MB message) and a short one
         expected = [(role, text) for role, text, _ in conversation.messages]
@@ -56,7 +59,7 @@ def test_every_system_returns_the_same_transcript(systems):
             assert system.last(conversation.conversation_id, 5) == expected[-5:], system.name
 
 
-def test_timed_operations_do_what_they_claim(systems):
+def test_timed_operations_do_what_they_claim(systems: Systems) -> None:
     from conversations.store import NotFound
 
     data, ours, langchain, jsoncol, floor = systems
@@ -72,10 +75,8 @@ def test_timed_operations_do_what_they_claim(systems):
     with pytest.raises(NotFound):
         ours.full(victim)
     assert langchain.full(victim) == []
-    assert (
-        jsoncol.conn.execute("SELECT count(*) FROM conversations WHERE conversation_id = %s", (victim,)).fetchone()[0]
-        == 0
-    )
+    assert jsoncol.conn is not None and floor.conn is not None
+    assert scalar(jsoncol.conn.execute("SELECT count(*) FROM conversations WHERE conversation_id = %s", (victim,))) == 0
     floor.insert("x")
     floor.select1()
-    assert floor.conn.execute("SELECT count(*) FROM floor").fetchone()[0] == 1
+    assert scalar(floor.conn.execute("SELECT count(*) FROM floor")) == 1

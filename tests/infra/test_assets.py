@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from stacks.schema import HANDLER_FILES, MIGRATIONS_DIR
+from tests.infra.conftest import Synth
 
 
-def lambda_bundle(synth) -> Path:
+def lambda_bundle(synth: Synth) -> Path:
     template = synth.data.to_json()
     (handler,) = [
         r
@@ -16,10 +19,12 @@ def lambda_bundle(synth) -> Path:
         if r["Type"] == "AWS::Lambda::Function"
         and r["Properties"].get("Handler") == "conversations.cfn_handler.handler"
     ]
-    return synth.outdir / handler["Metadata"]["aws:asset:path"]
+    return synth.outdir / str(handler["Metadata"]["aws:asset:path"])
 
 
-def test_bundle_has_handler_migrations_and_lambda_platform_psycopg(dev, capsys):
+def test_bundle_has_handler_migrations_and_lambda_platform_psycopg(
+    dev: Synth, capsys: pytest.CaptureFixture[str]
+) -> None:
     bundle = lambda_bundle(dev)
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     for module in HANDLER_FILES:
@@ -34,7 +39,7 @@ def test_bundle_has_handler_migrations_and_lambda_platform_psycopg(dev, capsys):
     assert size < 50 * 1024 * 1024  # far below Lambda's 250 MB limit
 
 
-def test_bundle_has_no_web_framework(dev):
+def test_bundle_has_no_web_framework(dev: Synth) -> None:
     bundle = lambda_bundle(dev)
     top = {p.name.split("-")[0].lower() for p in bundle.iterdir()}
     assert not top & {"fastapi", "starlette", "uvicorn", "pydantic", "pydantic_core", "anyio"}
@@ -42,7 +47,7 @@ def test_bundle_has_no_web_framework(dev):
     assert not list(bundle.rglob("__pycache__"))
 
 
-def asset_hashes(synth) -> dict[str, str]:
+def asset_hashes(synth: Synth) -> dict[str, str]:
     """Every file asset and image asset of the Data and Service stacks, by asset id."""
     import json
 
@@ -55,12 +60,12 @@ def asset_hashes(synth) -> dict[str, str]:
     return hashes
 
 
-def image_context(synth) -> Path:
+def image_context(synth: Synth) -> Path:
     (path,) = {p.parent for p in synth.outdir.glob("asset.*/Dockerfile") if (p.parent / "conversations").is_dir()}
     return path
 
 
-def test_untracked_files_under_service_never_reach_an_asset(dev):
+def test_untracked_files_under_service_never_reach_an_asset(dev: Synth) -> None:
     """A local database under service/.local (46 MB, a stale postmaster.pid) once rode into both
     assets and changed their hashes on every synth."""
     import shutil

@@ -14,7 +14,7 @@ CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
 @pytest.mark.parametrize("profile", ["dev", "lean", "prod", *SCALED])
-def test_checkov_finds_nothing_unexplained(profile, request):
+def test_checkov_finds_nothing_unexplained(profile: str, request: pytest.FixtureRequest) -> None:
     if not CHECKOV.exists():
         pytest.fail("checkov is not installed: `make test` creates .venv-checkov (it pins its own dependencies)")
     synth = request.getfixturevalue(profile)

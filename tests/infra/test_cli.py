@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.infra.conftest import ROOT
 
 
-def test_cdk_cli_synthesizes_three_templates_without_credentials(tmp_path):
+def test_cdk_cli_synthesizes_three_templates_without_credentials(tmp_path: Path) -> None:
     npx = shutil.which("npx")
     if not (ROOT / "node_modules" / ".bin" / "cdk").exists() or npx is None:
         pytest.fail("the CDK CLI is not installed: run `make test` (it runs npm ci first)")

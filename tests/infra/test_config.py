@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from stacks.config import ConfigError, DeploymentConfig, load_config
@@ -10,7 +12,7 @@ from tests.infra.conftest import CERT
 ENV = {"CDK_DEFAULT_REGION": "eu-west-1"}
 
 
-def test_dev_is_the_default_and_cheap():
+def test_dev_is_the_default_and_cheap() -> None:
     config = load_config({}, ENV)
     assert config.profile == "dev"
     assert (config.network.nat_gateways, config.database.instance_class, config.database.multi_az) == (
@@ -26,7 +28,7 @@ def test_dev_is_the_default_and_cheap():
 PROD = {"profile": "prod", "certificateArn": CERT}
 
 
-def test_lean_gives_up_nat_and_redundancy_not_the_security_bar():
+def test_lean_gives_up_nat_and_redundancy_not_the_security_bar() -> None:
     lean, dev = load_config({"profile": "lean"}, ENV), load_config({}, ENV)
     assert lean.network.nat_gateways == 0 and lean.network.tasks_in_public_subnets
     assert lean.network.endpoint_azs == ("eu-west-1a",) and dev.network.endpoint_azs == ("eu-west-1a", "eu-west-1b")
@@ -53,7 +55,7 @@ def test_lean_gives_up_nat_and_redundancy_not_the_security_bar():
     assert dev_without_nat.network.tasks_in_public_subnets and dev_without_nat.network.endpoint_azs == dev.network.azs
 
 
-def test_prod_is_safe():
+def test_prod_is_safe() -> None:
     config = load_config(PROD, ENV)
     assert config.database.multi_az and config.database.deletion_protection and config.database.termination_protection
     assert config.database.backup_retention_days >= 14
@@ -62,7 +64,7 @@ def test_prod_is_safe():
     assert config.service.desired_count >= 2
 
 
-def test_overrides_by_context():
+def test_overrides_by_context() -> None:
     config = load_config(
         {
             "profile": "prod",
@@ -121,12 +123,12 @@ def test_overrides_by_context():
         ({"rdsProxy": "perhaps"}, "rdsProxy"),
     ],
 )
-def test_invalid_context_is_refused_naming_the_key(context, message):
+def test_invalid_context_is_refused_naming_the_key(context: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(context, ENV)
 
 
-def test_scaling_keys_default_to_one_instance_without_proxy_and_aurora_pauses_outside_prod():
+def test_scaling_keys_default_to_one_instance_without_proxy_and_aurora_pauses_outside_prod() -> None:
     for profile in ("dev", "lean", "prod"):
         context = {"profile": profile, **({"allowPlainHttp": "true"} if profile == "prod" else {})}
         config = load_config(context, ENV)
@@ -143,7 +145,7 @@ def test_scaling_keys_default_to_one_instance_without_proxy_and_aurora_pauses_ou
     )
 
 
-def test_region_comes_from_the_cdk_environment():
+def test_region_comes_from_the_cdk_environment() -> None:
     assert load_config({}, {"CDK_DEFAULT_REGION": "us-east-2"}).network.azs == ("us-east-2a", "us-east-2b")
     assert load_config({}, {"AWS_REGION": "ap-southeast-2"}).region == "ap-southeast-2"
 
@@ -177,7 +179,7 @@ def shown(value: object) -> str:
     return f"`{value}`"
 
 
-def test_readme_table_matches_every_declared_context_key():
+def test_readme_table_matches_every_declared_context_key() -> None:
     """Each key is declared once (stacks/config.py); the README's table is checked against it:
     the same keys, each profile's default, and which keys a deployed stack may not change."""
     from stacks.config import CONTEXT_KEYS, PROFILES
@@ -195,7 +197,7 @@ def test_readme_table_matches_every_declared_context_key():
             assert (mark in what) == (declared.change == change), f"README: {key} should say {mark!r} iff {change}"
 
 
-def test_request_scaling_target_cites_the_recorded_benchmark():
+def test_request_scaling_target_cites_the_recorded_benchmark() -> None:
     import json
 
     from stacks.config import HTTP_RPS_PER_CORE, requests_per_target_per_minute
@@ -222,7 +224,7 @@ def test_request_scaling_target_cites_the_recorded_benchmark():
     )
 
 
-def test_a_typo_in_a_context_key_is_refused_with_the_valid_keys():
+def test_a_typo_in_a_context_key_is_refused_with_the_valid_keys() -> None:
     with pytest.raises(ConfigError) as refused:
         load_config({"desiredCont": "2"}, ENV)
     message = str(refused.value)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from scripts import estimate_cost
-from tests.infra.conftest import ROOT
+from tests.infra.conftest import ROOT, Synth
 
 
-def totals(synth) -> tuple[list[estimate_cost.Line], float]:
+def totals(synth: Synth) -> tuple[list[estimate_cost.Line], float]:
     lines = estimate_cost.estimate(list(synth.raw.values()), estimate_cost.load_prices())
     return lines, round(sum(line.monthly for line in lines), 2)
 
 
-def test_dev_lines_follow_the_template(dev):
+def test_dev_lines_follow_the_template(dev: Synth) -> None:
     lines, total = totals(dev)
     by_item = {line.item: line for line in lines}
     prices = estimate_cost.load_prices()
@@ -29,7 +30,7 @@ def test_dev_lines_follow_the_template(dev):
     assert 50 < total < 250
 
 
-def test_prod_costs_more_for_the_reasons_it_should(dev, prod):
+def test_prod_costs_more_for_the_reasons_it_should(dev: Synth, prod: Synth) -> None:
     dev_lines, dev_total = totals(dev)
     prod_lines, prod_total = totals(prod)
     prod_items = {line.item for line in prod_lines}
@@ -48,7 +49,7 @@ def readme_cost_row(readme: str, label: str) -> dict[str, str]:
     return dict(zip(profiles, cells, strict=True))
 
 
-def test_readme_quotes_the_current_totals():
+def test_readme_quotes_the_current_totals() -> None:
     report = json.loads(_run(["--json"]))
     readme = (ROOT / "README.md").read_text()
     totals_row = readme_cost_row(readme, "Monthly total")
@@ -69,7 +70,7 @@ def test_readme_quotes_the_current_totals():
     assert f"`-c fargateSpot=false`: ${on_demand_total:,.2f}" in readme
 
 
-def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean, dev):
+def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean: Synth, dev: Synth) -> None:
     prices = estimate_cost.load_prices()
     lines, total = totals(lean)
     by_item = {line.item: line for line in lines}
@@ -89,7 +90,7 @@ def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean, dev):
     assert sum(x.monthly for x in estimate_cost.estimate(list(lean.raw.values()), without_free_tier)) > 60
 
 
-def test_free_tier_and_log_storage_and_insights_follow_the_templates(dev, prod):
+def test_free_tier_and_log_storage_and_insights_follow_the_templates(dev: Synth, prod: Synth) -> None:
     dev_lines = {line.item: line for line in totals(dev)[0]}
     prod_lines = {line.item: line for line in totals(prod)[0]}
     # metric-math alarms are billed per metric: 10 alarms here evaluate 12 metrics
@@ -107,7 +108,7 @@ def test_free_tier_and_log_storage_and_insights_follow_the_templates(dev, prod):
     )
 
 
-def test_unknown_instance_class_is_an_error(dev):
+def test_unknown_instance_class_is_an_error(dev: Synth) -> None:
     templates = json.loads(json.dumps(list(dev.raw.values())))
     for template in templates:
         for resource in template["Resources"].values():
@@ -117,7 +118,7 @@ def test_unknown_instance_class_is_an_error(dev):
         estimate_cost.estimate(templates, estimate_cost.load_prices())
 
 
-def test_assumptions_can_be_overridden_and_are_checked():
+def test_assumptions_can_be_overridden_and_are_checked() -> None:
     assert estimate_cost.load_prices(overrides=["nat_gb_month=100"])["assumptions"]["nat_gb_month"] == 100
     with pytest.raises(SystemExit, match="--assume takes key=value"):
         estimate_cost.load_prices(overrides=["bogus=1"])
@@ -133,7 +134,7 @@ def _run(args: list[str]) -> str:
     return buffer.getvalue()
 
 
-def test_the_scripts_import_the_cdk_app_from_any_directory(tmp_path):
+def test_the_scripts_import_the_cdk_app_from_any_directory(tmp_path: Path) -> None:
     """`make cost` runs scripts/estimate_cost.py, which synthesizes through app.build: the
     editable install must provide ``app`` wherever the script runs from."""
     import subprocess

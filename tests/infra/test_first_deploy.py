@@ -5,6 +5,7 @@ plain HTTP in prod, alarms on missing data, what deleting a stack keeps, subnet 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
@@ -14,17 +15,19 @@ from conversations.__main__ import KEEP_ALIVE_S
 from stacks.config import ConfigError, load_config
 from stacks.database import POSTGRES_MAJOR
 from stacks.network import NetworkStack
-from tests.infra.conftest import ACCOUNT, REGION
+from tests.infra.conftest import ACCOUNT, REGION, Synth
 
 ENV = {"CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION}
 
 
-def resources(template: Template, type_: str) -> dict:
-    return template.find_resources(type_)
+def resources(template: Template, type_: str) -> dict[str, Any]:
+    return dict(template.find_resources(type_))
 
 
 @pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
-def test_no_function_reserves_concurrency_a_new_account_does_not_have(profile, request):
+def test_no_function_reserves_concurrency_a_new_account_does_not_have(
+    profile: str, request: pytest.FixtureRequest
+) -> None:
     """A new account's quota is often 10, all of it unreservable: any reservation fails the deploy."""
     synth = request.getfixturevalue(profile)
     for name, template in synth.templates().items():
@@ -33,7 +36,7 @@ def test_no_function_reserves_concurrency_a_new_account_does_not_have(profile, r
 
 
 @pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
-def test_rotation_schedules_wait_for_the_schema_resource(profile, request):
+def test_rotation_schedules_wait_for_the_schema_resource(profile: str, request: pytest.FixtureRequest) -> None:
     """Secrets Manager rotates as soon as a schedule exists: not before the app login does."""
     data = request.getfixturevalue(profile).data
     (schema_id,) = resources(data, "Custom::ConversationSchema")
@@ -43,7 +46,7 @@ def test_rotation_schedules_wait_for_the_schema_resource(profile, request):
         assert schema_id in schedule.get("DependsOn", []), logical_id
 
 
-def test_engine_version_is_the_major_only_with_minor_upgrades_on(dev, prod):
+def test_engine_version_is_the_major_only_with_minor_upgrades_on(dev: Synth, prod: Synth) -> None:
     for synth in (dev, prod):
         (instance,) = resources(synth.data, "AWS::RDS::DBInstance").values()
         assert instance["Properties"]["EngineVersion"] == POSTGRES_MAJOR
@@ -53,12 +56,12 @@ def test_engine_version_is_the_major_only_with_minor_upgrades_on(dev, prod):
         synth.data.has_resource_properties("AWS::RDS::DBParameterGroup", {"Family": f"postgres{POSTGRES_MAJOR}"})
 
 
-def test_a_major_upgrade_is_allowed_only_when_asked_for():
+def test_a_major_upgrade_is_allowed_only_when_asked_for() -> None:
     assert load_config({"profile": "dev"}, ENV).database.allow_major_version_upgrade is False
     assert load_config({"profile": "dev", "allowMajorVersionUpgrade": "true"}, ENV).database.allow_major_version_upgrade
 
 
-def test_slow_statements_are_logged_without_their_parameters(dev):
+def test_slow_statements_are_logged_without_their_parameters(dev: Synth) -> None:
     dev.data.has_resource_properties(
         "AWS::RDS::DBParameterGroup",
         {
@@ -73,7 +76,7 @@ def test_slow_statements_are_logged_without_their_parameters(dev):
     )
 
 
-def test_prod_refuses_plain_http_unless_the_operator_opts_out():
+def test_prod_refuses_plain_http_unless_the_operator_opts_out() -> None:
     with pytest.raises(ConfigError, match="certificateArn") as refused:
         load_config({"profile": "prod"}, ENV)
     assert "allowPlainHttp" in str(refused.value)
@@ -81,19 +84,20 @@ def test_prod_refuses_plain_http_unless_the_operator_opts_out():
     assert load_config({"profile": "dev"}, ENV).service.certificate_arn is None  # dev may stay HTTP
 
 
-def alarm(template: Template, name: str) -> dict:
+def alarm(template: Template, name: str) -> dict[str, Any]:
     found = [
         a for lid, a in resources(template, "AWS::CloudWatch::Alarm").items() if lid.startswith(f"Monitoring{name}")
     ]
     assert len(found) == 1, f"alarm {name}: found {len(found)}"
-    return found[0]["Properties"]
+    props: dict[str, Any] = found[0]["Properties"]
+    return props
 
 
-def notifies_the_topic(props: dict) -> bool:
+def notifies_the_topic(props: dict[str, Any]) -> bool:
     return "AlarmsTopic" in json.dumps(props["AlarmActions"]) and "AlarmsTopic" in json.dumps(props["OKActions"])
 
 
-def test_a_total_outage_raises_alarms_even_though_the_target_metrics_go_missing(dev):
+def test_a_total_outage_raises_alarms_even_though_the_target_metrics_go_missing(dev: Synth) -> None:
     no_healthy = alarm(dev.service, "NoHealthyHosts")
     assert no_healthy["MetricName"] == "HealthyHostCount"
     assert no_healthy["ComparisonOperator"] == "LessThanThreshold" and no_healthy["Threshold"] == 1
@@ -108,7 +112,7 @@ def test_a_total_outage_raises_alarms_even_though_the_target_metrics_go_missing(
         assert notifies_the_topic(props)
 
 
-def test_failed_rotations_and_schema_lambda_errors_reach_the_alarm_topic(dev):
+def test_failed_rotations_and_schema_lambda_errors_reach_the_alarm_topic(dev: Synth) -> None:
     (rule,) = resources(dev.data, "AWS::Events::Rule").values()
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.secretsmanager"]
@@ -136,7 +140,7 @@ def test_failed_rotations_and_schema_lambda_errors_reach_the_alarm_topic(dev):
     assert notifies_the_topic(schema_alarm)
 
 
-def test_prod_keeps_its_logs_and_protects_its_load_balancer(dev, prod):
+def test_prod_keeps_its_logs_and_protects_its_load_balancer(dev: Synth, prod: Synth) -> None:
     for synth, policy in ((prod, "Retain"), (dev, "Delete")):
         for name, template in synth.templates().items():
             for logical_id, group in resources(template, "AWS::Logs::LogGroup").items():
@@ -163,31 +167,31 @@ def subnet_cidrs(max_azs: int) -> dict[tuple[str, str], str]:
     return found
 
 
-def test_growing_max_azs_adds_subnets_without_renumbering_any():
+def test_growing_max_azs_adds_subnets_without_renumbering_any() -> None:
     """The other stacks import the subnets: a renumbered subnet is replaced, and the export blocks it."""
     two, three = subnet_cidrs(2), subnet_cidrs(3)
     assert len(two) == 6 and len(three) == 9
     assert {key: three[key] for key in two} == two
 
 
-def test_max_azs_error_says_it_is_set_at_the_first_deploy_only():
+def test_max_azs_error_says_it_is_set_at_the_first_deploy_only() -> None:
     with pytest.raises(ConfigError, match="first deploy only"):
         load_config({"profile": "dev", "maxAzs": "4"}, ENV)
 
 
-def test_the_service_keeps_idle_connections_longer_than_the_load_balancer(dev):
+def test_the_service_keeps_idle_connections_longer_than_the_load_balancer(dev: Synth) -> None:
     (alb,) = resources(dev.service, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
     attributes = {a["Key"]: a["Value"] for a in alb["Properties"]["LoadBalancerAttributes"]}
     assert KEEP_ALIVE_S > int(attributes["idle_timeout.timeout_seconds"])
 
 
-def test_the_service_does_not_import_the_database_port(dev):
+def test_the_service_does_not_import_the_database_port(dev: Synth) -> None:
     """Each import is a value the Data stack can never change while the Service stack exists."""
     imports = json.dumps(dev.service.to_json())
     assert "EndpointPort" not in imports
 
 
-def test_synth_of_prod_without_a_certificate_stops_with_one_line_naming_the_key():
+def test_synth_of_prod_without_a_certificate_stops_with_one_line_naming_the_key() -> None:
     import os
     import subprocess
     import sys

@@ -15,7 +15,7 @@ from tests.infra.conftest import ROOT, SCALED
 
 
 @pytest.mark.parametrize("profile", ["dev", "lean", "prod", *SCALED])
-def test_cfn_lint_reports_nothing(profile, request):
+def test_cfn_lint_reports_nothing(profile: str, request: pytest.FixtureRequest) -> None:
     synth = request.getfixturevalue(profile)
     templates = sorted(str(p) for p in synth.outdir.glob("*.template.json"))
     assert len(templates) == 3
@@ -26,13 +26,13 @@ def test_cfn_lint_reports_nothing(profile, request):
     assert result.stdout.strip() == ""
 
 
-def test_cdk_nag_fails_synth_on_an_unacknowledged_finding():
+def test_cdk_nag_fails_synth_on_an_unacknowledged_finding() -> None:
     """The gate is real: one careless bucket is enough to stop synth."""
     with pytest.raises(RuntimeError, match=r"ValidationFailed(.|\n)*Careless(.|\n)*AwsSolutions-S10"):
         synthesize_with_extra_bucket()
 
 
-def synthesize_with_extra_bucket():
+def synthesize_with_extra_bucket() -> None:
     from app import build
     from stacks.config import load_config
 
@@ -45,7 +45,9 @@ def synthesize_with_extra_bucket():
 
 
 @pytest.mark.parametrize("profile", ["dev", "lean", "prod", *SCALED])
-def test_cdk_nag_passes_with_every_acknowledgement_scoped_reasoned_and_used(profile, request):
+def test_cdk_nag_passes_with_every_acknowledgement_scoped_reasoned_and_used(
+    profile: str, request: pytest.FixtureRequest
+) -> None:
     synth = request.getfixturevalue(profile)
     report = json.loads((synth.outdir / "validation-report.json").read_text())
     (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.conftest import ROOT
+from tests.infra.conftest import ROOT, Synth
 
 DOCKERFILE = ROOT / "service" / "Dockerfile"
 # ELF e_machine values
@@ -35,7 +35,7 @@ def stages() -> list[list[str]]:
     return result
 
 
-def test_the_final_stage_runs_no_command_and_the_dependencies_build_natively():
+def test_the_final_stage_runs_no_command_and_the_dependencies_build_natively() -> None:
     dependencies, final = stages()
     assert dependencies[0].startswith("FROM --platform=$BUILDPLATFORM ")
     assert "ARG TARGETARCH" in dependencies
@@ -51,7 +51,7 @@ def elf_machine(path: Path) -> int:
 
 
 @pytest.mark.parametrize("target", ["arm64", "amd64"])
-def test_the_dependency_stage_installs_the_targets_binaries(target, tmp_path):
+def test_the_dependency_stage_installs_the_targets_binaries(target: str, tmp_path: Path) -> None:
     (run,) = [i for i in stages()[0] if i.startswith("RUN ")]
     script = (
         run.removeprefix("RUN ")
@@ -77,7 +77,7 @@ def test_the_dependency_stage_installs_the_targets_binaries(target, tmp_path):
     assert wrong == []
 
 
-def test_each_profile_builds_the_image_for_its_task_architecture(dev, lean):
+def test_each_profile_builds_the_image_for_its_task_architecture(dev: Synth, lean: Synth) -> None:
     for synth, cpu, platform in ((dev, "X86_64", "linux/amd64"), (lean, "ARM64", "linux/arm64")):
         (task,) = synth.service.find_resources("AWS::ECS::TaskDefinition").values()
         assert task["Properties"]["RuntimePlatform"]["CpuArchitecture"] == cpu

@@ -4,23 +4,27 @@ Spot, and the same outputs, so verify_deployment.py needs no change."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from aws_cdk.assertions import Template
 
 from stacks import outputs
 from stacks.api_service import CONTAINER_PORT
 from stacks.network import VPC_CIDR
+from tests.infra.conftest import Synth
 
 
-def resources(template, type_):
-    return template.find_resources(type_)
+def resources(template: Template, type_: str) -> dict[str, Any]:
+    return dict(template.find_resources(type_))
 
 
-def only(template, type_):
+def only(template: Template, type_: str) -> dict[str, Any]:
     (found,) = resources(template, type_).values()
-    return found
+    return dict(found)
 
 
-def subnet_ids_of(template, group: str) -> set[str]:
+def subnet_ids_of(template: Template, group: str) -> set[str]:
     """Logical ids of one subnet group's subnets (Public, Private, Database)."""
     return {
         lid
@@ -29,13 +33,13 @@ def subnet_ids_of(template, group: str) -> set[str]:
     }
 
 
-def imported_subnet(ref: dict) -> str:
+def imported_subnet(ref: dict[str, Any]) -> str:
     """The Network stack's subnet logical id behind a cross-stack import: aws-cdk-lib names the
     export "<stack>:ExportsOutputRef<logical id><8-character hash>"."""
-    return ref["Fn::ImportValue"].split("ExportsOutputRef")[1][:-8]
+    return str(ref["Fn::ImportValue"].split("ExportsOutputRef")[1][:-8])
 
 
-def test_no_nat_and_only_the_public_subnets_route_out(lean, dev):
+def test_no_nat_and_only_the_public_subnets_route_out(lean: Synth, dev: Synth) -> None:
     lean.network.resource_count_is("AWS::EC2::NatGateway", 0)
     lean.network.resource_count_is("AWS::EC2::EIP", 0)
     dev.network.resource_count_is("AWS::EC2::NatGateway", 1)
@@ -54,7 +58,7 @@ def test_no_nat_and_only_the_public_subnets_route_out(lean, dev):
     assert len(subnet_ids_of(lean.network, "Private")) == len(subnet_ids_of(lean.network, "Database")) == 2
 
 
-def test_tasks_run_in_the_public_subnets_with_a_public_address(lean, dev):
+def test_tasks_run_in_the_public_subnets_with_a_public_address(lean: Synth, dev: Synth) -> None:
     service = only(lean.service, "AWS::ECS::Service")["Properties"]
     network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "ENABLED"
@@ -63,7 +67,7 @@ def test_tasks_run_in_the_public_subnets_with_a_public_address(lean, dev):
     assert dev_network["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
 
 
-def test_the_task_security_group_admits_only_the_load_balancer(lean):
+def test_the_task_security_group_admits_only_the_load_balancer(lean: Synth) -> None:
     groups = resources(lean.service, "AWS::EC2::SecurityGroup")
     (task_sg,) = [
         lid for lid, g in groups.items() if g["Properties"]["GroupDescription"] == "Conversation service tasks"
@@ -96,7 +100,7 @@ def test_the_task_security_group_admits_only_the_load_balancer(lean):
     assert [(e["FromPort"], "DestinationSecurityGroupId" in e) for e in separate] == [(5432, True)]
 
 
-def test_one_secrets_manager_interface_in_an_isolated_subnet_serves_the_lambdas(lean, dev):
+def test_one_secrets_manager_interface_in_an_isolated_subnet_serves_the_lambdas(lean: Synth, dev: Synth) -> None:
     interfaces = [
         e["Properties"]
         for e in resources(lean.network, "AWS::EC2::VPCEndpoint").values()
@@ -134,7 +138,7 @@ def test_one_secrets_manager_interface_in_an_isolated_subnet_serves_the_lambdas(
         assert {imported_subnet(ref) for ref in joined if isinstance(ref, dict)} == private
 
 
-def test_graviton_tasks_on_spot_after_the_capacity_provider_association(lean, dev):
+def test_graviton_tasks_on_spot_after_the_capacity_provider_association(lean: Synth, dev: Synth) -> None:
     service = only(lean.service, "AWS::ECS::Service")
     assert service["Properties"]["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}]
     assert "LaunchType" not in service["Properties"]
@@ -148,13 +152,13 @@ def test_graviton_tasks_on_spot_after_the_capacity_provider_association(lean, de
     assert only(dev.service, "AWS::ECS::Service")["Properties"]["LaunchType"] == "FARGATE"
 
 
-def test_monitoring_and_backups_trimmed(lean, dev):
+def test_monitoring_and_backups_trimmed(lean: Synth, dev: Synth) -> None:
     lean.network.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "REJECT"})
     cluster = only(lean.service, "AWS::ECS::Cluster")["Properties"]
     assert cluster["ClusterSettings"] == [{"Name": "containerInsights", "Value": "disabled"}]
     assert only(lean.data, "AWS::RDS::DBInstance")["Properties"]["BackupRetentionPeriod"] == 1
 
-    def alarms(synth):
+    def alarms(synth: Synth) -> set[str]:
         return {
             a["Properties"]["AlarmDescription"].split(":")[0]
             for a in resources(synth.service, "AWS::CloudWatch::Alarm").values()
@@ -166,7 +170,7 @@ def test_monitoring_and_backups_trimmed(lean, dev):
 
 
 @pytest.mark.parametrize("stack", ["network", "data", "service"])
-def test_the_outputs_verify_deployment_reads_are_the_same_as_dev(lean, dev, stack):
+def test_the_outputs_verify_deployment_reads_are_the_same_as_dev(lean: Synth, dev: Synth, stack: str) -> None:
     """verify_deployment.py finds everything from these outputs, by stack name and key."""
     lean_outputs = {k for k in getattr(lean, stack).to_json()["Outputs"] if not k.startswith("Exports")}
     dev_outputs = {k for k in getattr(dev, stack).to_json()["Outputs"] if not k.startswith("Exports")}

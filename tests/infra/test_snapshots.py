@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import pytest
+from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 _HASH = re.compile(r"\b[0-9a-f]{64}\b")
@@ -22,12 +23,14 @@ def mask_asset_hashes(data: Any, path: Any) -> Any:
 
 
 @pytest.fixture
-def snapshot_json(snapshot):
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
 @pytest.mark.parametrize("profile", ["dev", "lean", "prod"])
 @pytest.mark.parametrize("stack", ["Network", "Data", "Service"])
-def test_template_matches_snapshot(profile, stack, request, snapshot_json):
+def test_template_matches_snapshot(
+    profile: str, stack: str, request: pytest.FixtureRequest, snapshot_json: SnapshotAssertion
+) -> None:
     synth = request.getfixturevalue(profile)
     assert synth.templates()[stack].to_json() == snapshot_json(matcher=mask_asset_hashes)

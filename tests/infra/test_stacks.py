@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match
+from aws_cdk.assertions import Match, Template
 
 from stacks import outputs
 from stacks.database import POSTGRES_MAJOR
+from tests.infra.conftest import Synth
 
 
 @pytest.fixture(params=["dev", "lean"])
-def small(request):
+def small(request: pytest.FixtureRequest) -> Synth:
     """The checks every profile must pass, on the two small ones (prod has its own)."""
-    return request.getfixturevalue(request.param)
+    synth: Synth = request.getfixturevalue(request.param)
+    return synth
 
 
-def resources(template, type_):
-    return template.find_resources(type_)
+def resources(template: Template, type_: str) -> dict[str, Any]:
+    return dict(template.find_resources(type_))
 
 
-def only(template, type_):
+def only(template: Template, type_: str) -> dict[str, Any]:
     found = resources(template, type_)
     assert len(found) == 1, f"expected one {type_}, found {len(found)}"
     return next(iter(found.values()))
@@ -31,9 +35,9 @@ def only(template, type_):
 # ------------------------------------------------------------------ network
 
 
-def test_vpc_has_public_private_and_isolated_subnets_in_two_azs(dev):
+def test_vpc_has_public_private_and_isolated_subnets_in_two_azs(dev: Synth) -> None:
     subnets = resources(dev.network, "AWS::EC2::Subnet")
-    kinds = {}
+    kinds: dict[str, set[str]] = {}
     for sub in subnets.values():
         tags = {t["Key"]: t["Value"] for t in sub["Properties"]["Tags"]}
         kinds.setdefault(tags["aws-cdk:subnet-type"], set()).add(sub["Properties"]["AvailabilityZone"])
@@ -44,20 +48,20 @@ def test_vpc_has_public_private_and_isolated_subnets_in_two_azs(dev):
     }
 
 
-def test_nat_gateways_follow_the_profile(dev, prod):
+def test_nat_gateways_follow_the_profile(dev: Synth, prod: Synth) -> None:
     dev.network.resource_count_is("AWS::EC2::NatGateway", 1)
     prod.network.resource_count_is("AWS::EC2::NatGateway", 3)
     assert len(resources(prod.network, "AWS::EC2::Subnet")) == 9
 
 
-def test_flow_logs_capture_all_traffic_with_retention(dev):
+def test_flow_logs_capture_all_traffic_with_retention(dev: Synth) -> None:
     dev.network.has_resource_properties(
         "AWS::EC2::FlowLog", {"TrafficType": "ALL", "LogDestinationType": "cloud-watch-logs"}
     )
     dev.network.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 30})
 
 
-def test_secrets_manager_endpoint_in_private_subnets_with_private_dns(dev):
+def test_secrets_manager_endpoint_in_private_subnets_with_private_dns(dev: Synth) -> None:
     dev.network.has_resource_properties(
         "AWS::EC2::VPCEndpoint",
         {
@@ -71,11 +75,11 @@ def test_secrets_manager_endpoint_in_private_subnets_with_private_dns(dev):
 # ------------------------------------------------------------------ database
 
 
-def db(template):
+def db(template: Template) -> dict[str, Any]:
     return only(template, "AWS::RDS::DBInstance")
 
 
-def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(small):
+def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(small: Synth) -> None:
     props = db(small.data)["Properties"]
     assert props["Engine"] == "postgres"
     assert props["EngineVersion"] == POSTGRES_MAJOR
@@ -92,7 +96,7 @@ def test_database_is_postgres_private_encrypted_and_in_isolated_subnets(small):
     assert all("Isolated" in json.dumps(ref) or "Database" in json.dumps(ref) for ref in subnet_refs)
 
 
-def test_parameter_group_forces_tls_and_logs_slow_queries(small):
+def test_parameter_group_forces_tls_and_logs_slow_queries(small: Synth) -> None:
     small.data.has_resource_properties(
         "AWS::RDS::DBParameterGroup",
         {
@@ -102,7 +106,7 @@ def test_parameter_group_forces_tls_and_logs_slow_queries(small):
     )
 
 
-def test_dev_profile_is_cheap_and_disposable(dev):
+def test_dev_profile_is_cheap_and_disposable(dev: Synth) -> None:
     resource = db(dev.data)
     assert resource["Properties"]["MultiAZ"] is False
     assert resource["Properties"]["DeletionProtection"] is False
@@ -110,7 +114,7 @@ def test_dev_profile_is_cheap_and_disposable(dev):
     assert resource["DeletionPolicy"] == "Delete"
 
 
-def test_prod_profile_is_multi_az_protected_and_snapshots_on_delete(prod):
+def test_prod_profile_is_multi_az_protected_and_snapshots_on_delete(prod: Synth) -> None:
     resource = db(prod.data)
     assert resource["Properties"]["MultiAZ"] is True
     assert resource["Properties"]["DeletionProtection"] is True
@@ -122,7 +126,7 @@ def test_prod_profile_is_multi_az_protected_and_snapshots_on_delete(prod):
         assert secret["DeletionPolicy"] == "Retain"
 
 
-def test_prod_data_stack_has_termination_protection(prod, dev):
+def test_prod_data_stack_has_termination_protection(prod: Synth, dev: Synth) -> None:
     from tests.infra.conftest import ROOT  # noqa: F401
 
     manifest = json.loads((prod.outdir / "manifest.json").read_text())
@@ -132,14 +136,14 @@ def test_prod_data_stack_has_termination_protection(prod, dev):
     assert not dev_manifest["artifacts"][outputs.stack_names("dev").data]["properties"].get("terminationProtection")
 
 
-def test_both_secrets_rotate(small):
+def test_both_secrets_rotate(small: Synth) -> None:
     schedules = resources(small.data, "AWS::SecretsManager::RotationSchedule")
     assert len(schedules) == 2
     for schedule in schedules.values():
         assert schedule["Properties"]["RotationRules"]["ScheduleExpression"] == "rate(30 days)"
 
 
-def test_master_secret_is_generated_for_raguser(dev):
+def test_master_secret_is_generated_for_raguser(dev: Synth) -> None:
     dev.data.has_resource_properties(
         "AWS::SecretsManager::Secret",
         {"GenerateSecretString": Match.object_like({"SecretStringTemplate": '{"username":"raguser"}'})},
@@ -156,7 +160,7 @@ def test_master_secret_is_generated_for_raguser(dev):
 # ------------------------------------------------------------------ schema custom resource
 
 
-def test_schema_resource_names_the_exact_migration_set_and_verifies_tls(small):
+def test_schema_resource_names_the_exact_migration_set_and_verifies_tls(small: Synth) -> None:
     from conversations.migrate import migration_set as handler_migration_set
     from stacks.schema import migration_set
 
@@ -173,7 +177,7 @@ def test_schema_resource_names_the_exact_migration_set_and_verifies_tls(small):
     assert int(props["ServiceTimeout"]) <= 900
 
 
-def test_migration_set_changes_with_any_migration(tmp_path):
+def test_migration_set_changes_with_any_migration(tmp_path: Path) -> None:
     import shutil
 
     from stacks.schema import MIGRATIONS_DIR, migration_set
@@ -188,7 +192,7 @@ def test_migration_set_changes_with_any_migration(tmp_path):
     assert migration_set(copy)[1] != before[1]
 
 
-def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(small):
+def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(small: Synth) -> None:
     functions = resources(small.data, "AWS::Lambda::Function")
     (handler,) = [
         f for f in functions.values() if f["Properties"].get("Handler") == "conversations.cfn_handler.handler"
@@ -206,7 +210,7 @@ def test_schema_lambda_runs_in_private_subnets_with_a_bounded_timeout(small):
     assert framework and all("VpcConfig" not in f["Properties"] for f in framework)
 
 
-def test_schema_lambda_may_read_only_its_two_secrets(small):
+def test_schema_lambda_may_read_only_its_two_secrets(small: Synth) -> None:
     policies = resources(small.data, "AWS::IAM::Policy")
     (policy,) = [p for k, p in policies.items() if k.startswith("SchemaMigrationsHandlerServiceRoleDefaultPolicy")]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
@@ -219,7 +223,7 @@ def test_schema_lambda_may_read_only_its_two_secrets(small):
 # ------------------------------------------------------------------ security groups
 
 
-def ingress_rules(synth):
+def ingress_rules(synth: Synth) -> list[dict[str, Any]]:
     rules = []
     for template in synth.templates().values():
         for res in resources(template, "AWS::EC2::SecurityGroupIngress").values():
@@ -230,7 +234,7 @@ def ingress_rules(synth):
     return rules
 
 
-def test_database_port_is_open_only_to_the_service_the_schema_lambda_and_rotation(small):
+def test_database_port_is_open_only_to_the_service_the_schema_lambda_and_rotation(small: Synth) -> None:
     rules = ingress_rules(small)
     to_db = [r for r in rules if "DatabaseSecurityGroup" in json.dumps(r.get("GroupId"))]
     assert to_db, "no rule found: the search is broken"
@@ -244,13 +248,13 @@ def test_database_port_is_open_only_to_the_service_the_schema_lambda_and_rotatio
     assert len(to_db) == 4  # service, schema Lambda, two rotation Lambdas
 
 
-def test_database_security_group_allows_no_egress(small):
+def test_database_security_group_allows_no_egress(small: Synth) -> None:
     groups = resources(small.data, "AWS::EC2::SecurityGroup")
     (database,) = [g for k, g in groups.items() if k.startswith("DatabaseSecurityGroup")]
     assert database["Properties"]["SecurityGroupEgress"][0]["CidrIp"] == "255.255.255.255/32"
 
 
-def test_load_balancer_accepts_only_the_allowed_cidrs(prod):
+def test_load_balancer_accepts_only_the_allowed_cidrs(prod: Synth) -> None:
     sg = next(
         r
         for r in resources(prod.service, "AWS::EC2::SecurityGroup").values()
@@ -263,7 +267,7 @@ def test_load_balancer_accepts_only_the_allowed_cidrs(prod):
 # ------------------------------------------------------------------ service
 
 
-def test_service_has_circuit_breaker_with_rollback_and_keeps_full_capacity(dev):
+def test_service_has_circuit_breaker_with_rollback_and_keeps_full_capacity(dev: Synth) -> None:
     dev.service.has_resource_properties(
         "AWS::ECS::Service",
         {
@@ -276,13 +280,13 @@ def test_service_has_circuit_breaker_with_rollback_and_keeps_full_capacity(dev):
     )
 
 
-def test_target_health_check_is_liveness(small):
+def test_target_health_check_is_liveness(small: Synth) -> None:
     small.service.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup", {"HealthCheckPath": "/health/live", "TargetType": "ip"}
     )
 
 
-def test_http_without_certificate_and_https_with_redirect_when_given(dev, prod):
+def test_http_without_certificate_and_https_with_redirect_when_given(dev: Synth, prod: Synth) -> None:
     dev_listeners = resources(dev.service, "AWS::ElasticLoadBalancingV2::Listener")
     assert [listener["Properties"]["Protocol"] for listener in dev_listeners.values()] == ["HTTP"]
     prod.service.has_resource_properties(
@@ -301,7 +305,7 @@ def test_http_without_certificate_and_https_with_redirect_when_given(dev, prod):
     )
 
 
-def test_credentials_are_injected_from_secrets_never_plain_environment(small):
+def test_credentials_are_injected_from_secrets_never_plain_environment(small: Synth) -> None:
     task = only(small.service, "AWS::ECS::TaskDefinition")
     (container,) = task["Properties"]["ContainerDefinitions"]
     secret_names = {s["Name"] for s in container["Secrets"]}
@@ -314,7 +318,7 @@ def test_credentials_are_injected_from_secrets_never_plain_environment(small):
     assert container["User"] == "10001"
 
 
-def test_task_role_has_no_wildcard_data_actions(small):
+def test_task_role_has_no_wildcard_data_actions(small: Synth) -> None:
     task = only(small.service, "AWS::ECS::TaskDefinition")
     task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
     for policy in resources(small.service, "AWS::IAM::Policy").values():
@@ -335,7 +339,7 @@ def test_task_role_has_no_wildcard_data_actions(small):
                 assert statement["Resource"] != "*"
 
 
-def test_autoscaling_on_cpu_and_requests(small):
+def test_autoscaling_on_cpu_and_requests(small: Synth) -> None:
     policies = resources(small.service, "AWS::ApplicationAutoScaling::ScalingPolicy")
     metrics = {
         json.dumps(
@@ -348,7 +352,7 @@ def test_autoscaling_on_cpu_and_requests(small):
     assert metrics == {'"ECSServiceAverageCPUUtilization"', '"ALBRequestCountPerTarget"'}
 
 
-def test_access_logs_go_to_an_encrypted_private_bucket(small):
+def test_access_logs_go_to_an_encrypted_private_bucket(small: Synth) -> None:
     bucket = only(small.service, "AWS::S3::Bucket")
     props = bucket["Properties"]
     assert (
@@ -364,7 +368,7 @@ def test_access_logs_go_to_an_encrypted_private_bucket(small):
     )
 
 
-def test_every_log_group_has_retention(dev, prod):
+def test_every_log_group_has_retention(dev: Synth, prod: Synth) -> None:
     for synth in (dev, prod):
         for template in synth.templates().values():
             for group in resources(template, "AWS::Logs::LogGroup").values():
@@ -372,7 +376,7 @@ def test_every_log_group_has_retention(dev, prod):
     prod.service.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 365})
 
 
-def test_alarms_cover_errors_latency_hosts_and_database_and_notify_sns(prod):
+def test_alarms_cover_errors_latency_hosts_and_database_and_notify_sns(prod: Synth) -> None:
     alarms = resources(prod.service, "AWS::CloudWatch::Alarm")
     descriptions = " | ".join(a["Properties"]["AlarmDescription"] for a in alarms.values())
     for expected in ("5xx", "p99", "/health/live", "RDS CPU", "free storage", "database connections"):
@@ -384,7 +388,7 @@ def test_alarms_cover_errors_latency_hosts_and_database_and_notify_sns(prod):
     prod.service.resource_count_is("AWS::CloudWatch::Dashboard", 1)
 
 
-def test_container_insights_enabled(dev):
+def test_container_insights_enabled(dev: Synth) -> None:
     dev.service.has_resource_properties(
         "AWS::ECS::Cluster", {"ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}]}
     )
@@ -397,7 +401,7 @@ def test_container_insights_enabled(dev):
     ("stack", "keys"),
     [("network", outputs.NETWORK_OUTPUTS), ("data", outputs.DATA_OUTPUTS), ("service", outputs.SERVICE_OUTPUTS)],
 )
-def test_outputs_have_the_shared_names(dev, stack, keys):
+def test_outputs_have_the_shared_names(dev: Synth, stack: str, keys: Any) -> None:
     template = getattr(dev, stack).to_json()
     # CDK adds ExportsOutput* for cross-stack references by itself.
     assert {k for k in template["Outputs"] if not k.startswith("ExportsOutput")} == set(keys)
@@ -416,13 +420,13 @@ STATEFUL_LOGICAL_IDS = {
 }
 
 
-def test_stateful_logical_ids_never_change(dev):
+def test_stateful_logical_ids_never_change(dev: Synth) -> None:
     data = dev.data.to_json()["Resources"]
     for type_, ids in STATEFUL_LOGICAL_IDS.items():
         assert {k for k, v in data.items() if v["Type"] == type_} == ids, type_
 
 
-def test_no_placeholders_in_templates(dev, prod):
+def test_no_placeholders_in_templates(dev: Synth, prod: Synth) -> None:
     for synth in (dev, prod):
         text = json.dumps(synth.raw)
         for placeholder in ("dummy", "TODO", "CHANGEME", 'example.com"' if synth is dev else "<none>"):

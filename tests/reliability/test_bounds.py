@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from conversations.api import create_app
 from conversations.models import NewMessage
 from conversations.settings import MIB, Settings
+from conversations.store import Store
 from conversations.store import messages as messages_module
 from conversations.store import search as search_module
 from tests.support.service import EMBEDDING_DIMENSION, TOKEN, MigratedDatabase, make_settings
@@ -64,12 +65,12 @@ class _Exchange:
         self.headers: dict[str, str] = {}
         self.response = b""
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> MutableMapping[str, Any]:
         self.reads += 1
         await self.release.wait()
         return {"type": "http.request", "body": self.body, "more_body": False}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = {k.decode(): v.decode() for k, v in message.get("headers", [])}
@@ -77,7 +78,7 @@ class _Exchange:
             self.response += message.get("body", b"")
 
 
-def test_without_the_token_not_one_byte_of_the_body_is_read(clean_db):
+def test_without_the_token_not_one_byte_of_the_body_is_read(clean_db: MigratedDatabase) -> None:
     app = create_app(make_settings(clean_db.app))
     body = b'{"role": "user", "content": "' + b"x" * MIB + b'"}'
     exchange = _Exchange(
@@ -99,7 +100,7 @@ def _held(app: Any, exchanges: list[_Exchange]) -> tuple[list[asyncio.Task[None]
     return tasks, asyncio.sleep(0.05)
 
 
-def test_requests_over_the_concurrency_bound_answer_503_at_once(clean_db):
+def test_requests_over_the_concurrency_bound_answer_503_at_once(clean_db: MigratedDatabase) -> None:
     app = create_app(make_settings(clean_db.app, max_concurrent_requests=2))
     headers = {**{k.lower(): v for k, v in AUTH.items()}, "content-type": "application/json", "content-length": "2"}
 
@@ -124,7 +125,7 @@ def test_requests_over_the_concurrency_bound_answer_503_at_once(clean_db):
     assert third.headers["retry-after"] == "1"
 
 
-def test_request_bodies_in_flight_are_bounded_by_bytes_before_any_is_buffered(clean_db):
+def test_request_bodies_in_flight_are_bounded_by_bytes_before_any_is_buffered(clean_db: MigratedDatabase) -> None:
     settings = make_settings(clean_db.app, max_body_bytes=2 * MIB, max_body_bytes_in_flight=3 * MIB)
     app = create_app(settings)
     auth = {k.lower(): v for k, v in AUTH.items()}
@@ -154,7 +155,7 @@ def test_request_bodies_in_flight_are_bounded_by_bytes_before_any_is_buffered(cl
     assert small.status is None and small.reads == 1
 
 
-def test_a_body_longer_than_its_declared_length_is_refused(api):
+def test_a_body_longer_than_its_declared_length_is_refused(api: TestClient) -> None:
     response = api.post(
         "/conversations",
         content=b'{"title": "' + b"x" * 5000 + b'"}',
@@ -163,12 +164,12 @@ def test_a_body_longer_than_its_declared_length_is_refused(api):
     assert 400 <= response.status_code < 500
 
 
-def test_in_flight_bound_cannot_be_set_below_one_body():
+def test_in_flight_bound_cannot_be_set_below_one_body() -> None:
     with pytest.raises(ValueError, match="MAX_BODY_BYTES_IN_FLIGHT"):
         Settings.from_env({"MAX_BODY_BYTES": str(8 * MIB), "MAX_BODY_BYTES_IN_FLIGHT": str(4 * MIB)})
 
 
-def test_health_stays_cheap_whatever_the_tables_hold(clean_db):
+def test_health_stays_cheap_whatever_the_tables_hold(clean_db: MigratedDatabase) -> None:
     """/health needs no token: it must not scan a table (count(*) did, on every probe). Here
     the conversations table is locked by a migration-like transaction: a scan would wait."""
     with (
@@ -182,7 +183,7 @@ def test_health_stays_cheap_whatever_the_tables_hold(clean_db):
     assert response.json()["status"] == "healthy"
 
 
-def test_standalone_on_the_embedded_database_it_listens_on_loopback_only():
+def test_standalone_on_the_embedded_database_it_listens_on_loopback_only() -> None:
     assert Settings.from_env({}).host == "127.0.0.1"
     assert Settings.from_env({"HOST": "0.0.0.0"}).host == "0.0.0.0"
     configured = {"DATABASE_URL": "postgresql://u:p@db/x", "API_TOKEN": "t" * 32}
@@ -200,7 +201,9 @@ def _bulk_messages(db: MigratedDatabase, cid: str, contents: list[str]) -> None:
         conn.execute("UPDATE conversations SET message_count = %s WHERE conversation_id = %s", (len(contents), cid))
 
 
-def test_a_conversation_read_is_bounded_by_rows_with_a_cursor_to_the_rest(api, clean_db):
+def test_a_conversation_read_is_bounded_by_rows_with_a_cursor_to_the_rest(
+    api: TestClient, clean_db: MigratedDatabase
+) -> None:
     cid = _create(api, conversation_id="long")["conversation_id"]
     _bulk_messages(clean_db, cid, [f"m{i}" for i in range(1, 1201)])
 
@@ -216,7 +219,9 @@ def test_a_conversation_read_is_bounded_by_rows_with_a_cursor_to_the_rest(api, c
     assert api.get(f"/conversations/{cid}", params={"messages_limit": 1001}).status_code == 422
 
 
-def test_a_conversation_of_any_size_is_read_page_by_page_within_the_byte_bound(api, clean_db, monkeypatch):
+def test_a_conversation_of_any_size_is_read_page_by_page_within_the_byte_bound(
+    api: TestClient, clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A conversation far larger than a page (here 24 MiB against a 4 MiB page): every page
     stays within the bound (or is one message), and following the cursors reads it all."""
     cid = _create(api, conversation_id="heavy")["conversation_id"]
@@ -245,7 +250,7 @@ def test_a_conversation_of_any_size_is_read_page_by_page_within_the_byte_bound(a
     assert backwards == sizes
 
 
-def test_similarity_hits_carry_a_bounded_prefix_of_their_text(api):
+def test_similarity_hits_carry_a_bounded_prefix_of_their_text(api: TestClient) -> None:
     vector = [1.0] + [0.0] * (EMBEDDING_DIMENSION - 1)
     cid = _create(api)["conversation_id"]
     long_text = "y" * (search_module.SIMILAR_CONTENT_CHARS + 5000)
@@ -264,7 +269,7 @@ def test_similarity_hits_carry_a_bounded_prefix_of_their_text(api):
 # ---------------------------------------------------------------- search
 
 
-def test_a_search_that_only_excludes_words_is_refused_with_a_reason(api):
+def test_a_search_that_only_excludes_words_is_refused_with_a_reason(api: TestClient) -> None:
     _create(api, messages=[{"role": "user", "content": "hello world"}])
     response = api.get("/search", params={"q": "-hello"})
     assert response.status_code == 422 and response.json()["error"] == "invalid_search"
@@ -272,7 +277,7 @@ def test_a_search_that_only_excludes_words_is_refused_with_a_reason(api):
     assert api.get("/search", params={"q": "!!! ..."}).json()["items"] == []
 
 
-def test_a_search_past_its_own_timeout_is_a_422_not_an_outage(clean_db):
+def test_a_search_past_its_own_timeout_is_a_422_not_an_outage(clean_db: MigratedDatabase) -> None:
     with (
         TestClient(create_app(make_settings(clean_db.app, search_timeout_ms=300)), headers=AUTH) as client,
         psycopg.connect(clean_db.admin) as locker,
@@ -289,7 +294,9 @@ def test_a_search_past_its_own_timeout_is_a_422_not_an_outage(clean_db):
 
 @pytest.mark.parametrize("user", [None, "alice"])
 @pytest.mark.parametrize("scope_first", [True, False])
-def test_search_finds_the_most_recent_matches_by_every_path(store, clean_db, monkeypatch, user, scope_first):
+def test_search_finds_the_most_recent_matches_by_every_path(
+    store: Store, clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch, user: str | None, scope_first: bool
+) -> None:
     """The newest-window walk, the index for older messages and the caller's-own-messages
     path all return what a plain scan would: the best-ranked of the most recent matches."""
     monkeypatch.setattr(search_module, "SEARCH_WINDOW", 40)
@@ -337,7 +344,7 @@ SURROGATE = '"\\ud800"'
         ("/search/similar", '{"embedding": [1, 0, 0, 0, 0, 0, 0, 0], "conversation_id": ' + SURROGATE + "}"),
     ],
 )
-def test_text_that_cannot_be_encoded_is_a_422_in_any_field(api, path, body):
+def test_text_that_cannot_be_encoded_is_a_422_in_any_field(api: TestClient, path: str, body: Any) -> None:
     _create(api, conversation_id="c1")
     response = api.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
@@ -360,13 +367,13 @@ def test_text_that_cannot_be_encoded_is_a_422_in_any_field(api, path, body):
         "l\u2028s",
     ],
 )
-def test_conversation_ids_that_cannot_be_addressed_by_url_are_refused_at_creation(api, bad_id):
+def test_conversation_ids_that_cannot_be_addressed_by_url_are_refused_at_creation(api: TestClient, bad_id: str) -> None:
     response = api.post("/conversations", json={"conversation_id": bad_id})
     assert response.status_code == 422, (bad_id, response.text)
     assert "conversation id" in response.json()["message"]
 
 
-def test_ids_that_are_fine_in_a_url_are_accepted_and_addressable(api):
+def test_ids_that_are_fine_in_a_url_are_accepted_and_addressable(api: TestClient) -> None:
     for good in ("émoji-😀", "with space", "a?b#c%d", "日本語", "x" * 255):
         cid = _create(api, conversation_id=good)["conversation_id"]
         from urllib.parse import quote
@@ -375,7 +382,7 @@ def test_ids_that_are_fine_in_a_url_are_accepted_and_addressable(api):
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "3.5e38"])
-def test_an_embedding_with_non_finite_or_out_of_range_values_is_a_422(api, value):
+def test_an_embedding_with_non_finite_or_out_of_range_values_is_a_422(api: TestClient, value: str) -> None:
     cid = _create(api)["conversation_id"]
     vector = ", ".join(["0.5"] * (EMBEDDING_DIMENSION - 1) + [value])
     for path, body in (
@@ -390,7 +397,7 @@ def test_an_embedding_with_non_finite_or_out_of_range_values_is_a_422(api, value
 # ---------------------------------------------------------------- small things
 
 
-def test_the_page_under_static_has_the_same_content_security_policy_as_root(api):
+def test_the_page_under_static_has_the_same_content_security_policy_as_root(api: TestClient) -> None:
     root = api.get("/")
     static = api.get("/static/index.html")
     assert static.status_code == 200
@@ -398,7 +405,7 @@ def test_the_page_under_static_has_the_same_content_security_policy_as_root(api)
     assert "frame-ancestors 'none'" in static.headers["content-security-policy"]
 
 
-def test_docs_load_nothing_from_a_cdn(api):
+def test_docs_load_nothing_from_a_cdn(api: TestClient) -> None:
     page = api.get("/docs")
     assert page.status_code == 200
     assert "cdn" not in page.text.lower() and "https://" not in page.text
@@ -408,8 +415,8 @@ def test_docs_load_nothing_from_a_cdn(api):
 
 
 def test_a_term_in_very_many_old_messages_is_ranked_from_the_first_matches_found_within_budget(
-    store, clean_db, monkeypatch
-):
+    store: Store, clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Putting every older match in recency order costs a row read per match; past its budget
     the search ranks the first matches the index finds instead, and still answers."""
     monkeypatch.setattr(search_module, "SEARCH_WINDOW", 100)

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
+from email.message import Message
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
 from conversations.database import SweepingCheck
+from devtools.postgres import PostgresServer, scalar
 from devtools.serving import serve
 from tests.support.http import call
-from tests.support.service import make_settings
+from tests.support.service import MigratedDatabase, make_settings
 
 
-def test_database_down_means_fast_503s_unhealthy_but_alive_then_recovery_without_restart(own_pg, fault_db):
+def test_database_down_means_fast_503s_unhealthy_but_alive_then_recovery_without_restart(
+    own_pg: PostgresServer, fault_db: MigratedDatabase
+) -> None:
     with serve(make_settings(fault_db.app, pool_timeout=2.0, pool_min_size=2)) as url:
         assert call("POST", f"{url}/conversations", {"conversation_id": "before"})[0] == 201
         # Given the database goes away
@@ -51,9 +56,11 @@ def test_database_down_means_fast_503s_unhealthy_but_alive_then_recovery_without
         assert conn.execute("SELECT content FROM messages ORDER BY seq").fetchall() == [("back",)]
 
 
-def test_concurrent_writers_across_a_restart_lose_nothing_and_duplicate_nothing(own_pg, fault_db):
+def test_concurrent_writers_across_a_restart_lose_nothing_and_duplicate_nothing(
+    own_pg: PostgresServer, fault_db: MigratedDatabase
+) -> None:
     writers, per_writer = 4, 60
-    acknowledged = {n: [] for n in range(writers)}
+    acknowledged: dict[int, list[tuple[int, str]]] = {n: [] for n in range(writers)}
     attempts = {"total": 0, "retries": 0, "replayed": 0}
     lock = threading.Lock()
     with serve(make_settings(fault_db.app, pool_timeout=1.0, pool_min_size=2)) as url:
@@ -76,7 +83,7 @@ def test_concurrent_writers_across_a_restart_lose_nothing_and_duplicate_nothing(
                             timeout=10,
                         )
                     except OSError:
-                        status, body, headers = 0, {}, {}
+                        status, body, headers = 0, {}, Message()
                     if 200 <= status < 300:
                         with lock:
                             acknowledged[n].append((body["seq"], body["content"]))
@@ -107,9 +114,9 @@ def test_concurrent_writers_across_a_restart_lose_nothing_and_duplicate_nothing(
             # Every acknowledged write is there, in order, exactly once, with the seq it was given.
             assert [c for _, c in rows] == [f"w{n}-m{k}" for k in range(per_writer)]
             assert rows == sorted(acknowledged[n])
-            count = conn.execute(
-                "SELECT message_count FROM conversations WHERE conversation_id = %s", (f"w{n}",)
-            ).fetchone()[0]
+            count = scalar(
+                conn.execute("SELECT message_count FROM conversations WHERE conversation_id = %s", (f"w{n}",))
+            )
             assert count == per_writer
     assert attempts["retries"] > 0, "the restart happened after the writes: the test proved nothing"
     print(
@@ -118,13 +125,16 @@ def test_concurrent_writers_across_a_restart_lose_nothing_and_duplicate_nothing(
     )
 
 
-def test_pool_recovers_from_connections_killed_server_side(fault_db):
+def test_pool_recovers_from_connections_killed_server_side(fault_db: MigratedDatabase) -> None:
     with serve(make_settings(fault_db.app, pool_min_size=4, pool_max_size=4)) as url:
         assert call("POST", f"{url}/conversations", {"conversation_id": "k"})[0] == 201
         with psycopg.connect(fault_db.admin, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (fault_db.app_role,)
-            ).fetchone()[0]
+            killed = scalar(
+                admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+                    (fault_db.app_role,),
+                )
+            )
         assert killed >= 1
         statuses = [
             call("POST", f"{url}/conversations/k/messages", {"role": "user", "content": f"after {i}"})[0]
@@ -134,8 +144,8 @@ def test_pool_recovers_from_connections_killed_server_side(fault_db):
 
 
 def test_a_request_waiting_past_the_pool_timeout_for_a_store_thread_answers_503_and_a_started_write_completes(
-    fault_db,
-):
+    fault_db: MigratedDatabase,
+) -> None:
     """The store's threads are as many as pooled connections (one here). A request queued
     behind a blocked one is withdrawn at the pool timeout with a 503; the blocked write, which
     had started, is waited for and acknowledged."""
@@ -145,7 +155,7 @@ def test_a_request_waiting_past_the_pool_timeout_for_a_store_thread_answers_503_
             admin.execute("SELECT 1 FROM conversations WHERE conversation_id = 'q' FOR UPDATE")
             results: dict[str, tuple[int, float]] = {}
 
-            def send(name: str, method: str, path: str, body: dict | None) -> None:
+            def send(name: str, method: str, path: str, body: dict[str, Any] | None) -> None:
                 started = time.monotonic()
                 status = call(method, f"{url}{path}", body, timeout=30)[0]
                 results[name] = (status, time.monotonic() - started)
@@ -165,13 +175,15 @@ def test_a_request_waiting_past_the_pool_timeout_for_a_store_thread_answers_503_
     assert results["append"][0] == 201
 
 
-def test_a_healthy_pooled_connection_is_lent_without_a_round_trip_and_a_killed_one_is_checked(fault_db):
+def test_a_healthy_pooled_connection_is_lent_without_a_round_trip_and_a_killed_one_is_checked(
+    fault_db: MigratedDatabase,
+) -> None:
     """SweepingCheck: nothing to read on an idle connection's socket means it is lent as is; a
     backend ended server-side leaves its FATAL message to read, and the full check fails it."""
     checks = []
     original = ConnectionPool.check_connection
 
-    def counting(conn):
+    def counting(conn: psycopg.Connection[Any]) -> None:
         checks.append(conn)
         return original(conn)
 
@@ -191,7 +203,7 @@ def test_a_healthy_pooled_connection_is_lent_without_a_round_trip_and_a_killed_o
             assert checks == [conn]
 
 
-def test_idempotency_key_replays_and_refuses_reuse(fault_db):
+def test_idempotency_key_replays_and_refuses_reuse(fault_db: MigratedDatabase) -> None:
     with serve(make_settings(fault_db.app)) as url:
         call("POST", f"{url}/conversations", {"conversation_id": "idem"})
         first = call(
@@ -225,10 +237,12 @@ def test_idempotency_key_replays_and_refuses_reuse(fault_db):
         )
         assert replay[0] == 201 and replay[2].get("Idempotency-Replayed") == "true"
     with psycopg.connect(fault_db.admin) as conn:
-        assert conn.execute("SELECT count(*) FROM messages WHERE conversation_id = 'idem'").fetchone()[0] == 1
+        assert scalar(conn.execute("SELECT count(*) FROM messages WHERE conversation_id = 'idem'")) == 1
 
 
-def test_once_the_database_is_known_unreachable_requests_fail_within_a_second(own_pg, fault_db):
+def test_once_the_database_is_known_unreachable_requests_fail_within_a_second(
+    own_pg: PostgresServer, fault_db: MigratedDatabase
+) -> None:
     """The pool timeout stays 5 s (a busy pool is worth waiting for); an unreachable database
     is not: once a connection attempt has failed, every request answers 503 at once."""
     with serve(make_settings(fault_db.app, pool_timeout=5.0, pool_min_size=2)) as url:
@@ -261,14 +275,14 @@ def test_once_the_database_is_known_unreachable_requests_fail_within_a_second(ow
         assert conn.execute("SELECT content FROM messages WHERE conversation_id = 'ff'").fetchall() == [("back",)]
 
 
-def _stored_response_bytes(db, key: str) -> int:
+def _stored_response_bytes(db: MigratedDatabase, key: str) -> int:
     with psycopg.connect(db.admin) as conn:
-        return conn.execute(
-            "SELECT octet_length(response::text) FROM idempotency_keys WHERE key = %s", (key,)
-        ).fetchone()[0]
+        return int(
+            scalar(conn.execute("SELECT octet_length(response::text) FROM idempotency_keys WHERE key = %s", (key,)))
+        )
 
 
-def test_an_idempotency_key_past_its_expiry_is_not_a_replay(fault_db):
+def test_an_idempotency_key_past_its_expiry_is_not_a_replay(fault_db: MigratedDatabase) -> None:
     with serve(make_settings(fault_db.app)) as url:
         call("POST", f"{url}/conversations", {"conversation_id": "exp"})
         message = {"role": "user", "content": "again tomorrow"}
@@ -283,7 +297,9 @@ def test_an_idempotency_key_past_its_expiry_is_not_a_replay(fault_db):
         assert replay[2].get("Idempotency-Replayed") == "true" and replay[1] == later[1]
 
 
-def test_expired_idempotency_keys_are_removed_outside_the_request_path(fault_db, monkeypatch):
+def test_expired_idempotency_keys_are_removed_outside_the_request_path(
+    fault_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from conversations import api
 
     def keys() -> set[str]:
@@ -305,11 +321,11 @@ def test_expired_idempotency_keys_are_removed_outside_the_request_path(fault_db,
             time.sleep(0.1)
 
 
-def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_same(fault_db):
+def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_same(fault_db: MigratedDatabase) -> None:
     big = "z" * 200_000
     with serve(make_settings(fault_db.app)) as url:
 
-        def create():
+        def create() -> tuple[int, Any, Message]:
             return call(
                 "POST",
                 f"{url}/conversations",
@@ -317,7 +333,7 @@ def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_sam
                 {"Idempotency-Key": "big-create"},
             )
 
-        def append():
+        def append() -> tuple[int, Any, Message]:
             return call(
                 "POST",
                 f"{url}/conversations/bigidem/messages",
@@ -341,7 +357,7 @@ def test_each_keys_stored_response_is_bounded_and_a_replay_still_answers_the_sam
     assert created_again[1]["message_count"] == 4
 
 
-def test_only_a_database_that_does_not_answer_counts_as_unreachable(fault_db):
+def test_only_a_database_that_does_not_answer_counts_as_unreachable(fault_db: MigratedDatabase) -> None:
     """A refused login (a rotation in progress) must not make every request fail fast."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -349,8 +365,8 @@ def test_only_a_database_that_does_not_answer_counts_as_unreachable(fault_db):
 
     params = conninfo_to_dict(fault_db.app)
     with pytest.raises(psycopg.OperationalError) as wrong_password:
-        psycopg.connect(make_conninfo(**{**params, "password": "not-it"}))
+        psycopg.connect(make_conninfo("", **{**params, "password": "not-it"}))
     with pytest.raises(psycopg.OperationalError) as refused:
-        psycopg.connect(make_conninfo(**{**params, "port": "9"}))
+        psycopg.connect(make_conninfo("", **{**params, "port": "9"}))
     assert not unreachable(wrong_password.value)
     assert unreachable(refused.value)

@@ -6,22 +6,24 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from conversations import logs
 from conversations.api import create_app
-from tests.support.service import TOKEN, make_settings, truncate
+from tests.support.service import TOKEN, MigratedDatabase, make_settings, truncate
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def live_app(migrated_db) -> Iterator[TestClient]:
+def live_app(migrated_db: MigratedDatabase) -> Iterator[TestClient]:
     app = create_app(make_settings(migrated_db.app, pool_timeout=5.0))
     with TestClient(app, headers=AUTH) as client:
         client.post(
@@ -36,7 +38,9 @@ FUZZ_LOG: list[str] = []
 EXAMPLES_PER_OPERATION = 25
 
 
-def test_fuzzed_requests_never_get_a_5xx_or_an_off_schema_answer(live_app, migrated_db, caplog):
+def test_fuzzed_requests_never_get_a_5xx_or_an_off_schema_answer(
+    live_app: TestClient, migrated_db: MigratedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
     """Every operation in /openapi.json, EXAMPLES_PER_OPERATION generated requests each
     (valid and invalid data alike), with a fixed seed so a failure reproduces."""
     caplog.set_level(logging.INFO)
@@ -44,6 +48,8 @@ def test_fuzzed_requests_never_get_a_5xx_or_an_off_schema_answer(live_app, migra
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_settings(migrated_db.app)))
     tried = 0
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
 
         @given(case=operation.as_strategy())
@@ -54,7 +60,7 @@ def test_fuzzed_requests_never_get_a_5xx_or_an_off_schema_answer(live_app, migra
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        def run(case) -> None:
+        def run(case: schemathesis.Case[Any]) -> None:
             nonlocal tried
             tried += 1
             headers = {} if "authorization" in {k.lower() for k in (case.headers or {})} else AUTH
@@ -82,7 +88,7 @@ def test_fuzzed_requests_never_get_a_5xx_or_an_off_schema_answer(live_app, migra
         "\\x00\\x27",
     ],
 )
-def test_sql_injection_is_just_data(live_app, evil):
+def test_sql_injection_is_just_data(live_app: TestClient, evil: str) -> None:
     created = live_app.post(
         "/conversations",
         json={"title": evil, "metadata": {evil: evil}, "messages": [{"role": "user", "content": evil}]},
@@ -96,7 +102,7 @@ def test_sql_injection_is_just_data(live_app, evil):
     assert live_app.get("/health").json()["status"] == "healthy"  # the tables are all still there
 
 
-def test_oversized_nested_invalid_utf8_and_nul_payloads_get_4xx(live_app):
+def test_oversized_nested_invalid_utf8_and_nul_payloads_get_4xx(live_app: TestClient) -> None:
     big = live_app.post(
         "/conversations/fuzz-target/messages",
         content=b'{"role": "user", "content": "' + b"x" * (17 * 1024 * 1024) + b'"}',
@@ -120,11 +126,11 @@ def test_oversized_nested_invalid_utf8_and_nul_payloads_get_4xx(live_app):
     assert 400 <= not_json.status_code < 500
 
 
-def test_token_is_compared_in_constant_time(live_app, monkeypatch):
-    calls = []
+def test_token_is_compared_in_constant_time(live_app: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
     real = hmac.compare_digest
 
-    def spy(a, b):
+    def spy(a: bytes, b: bytes) -> bool:
         calls.append((len(a), len(b)))
         return real(a, b)
 
@@ -134,7 +140,7 @@ def test_token_is_compared_in_constant_time(live_app, monkeypatch):
     assert len(calls) == 2
 
 
-def test_no_message_content_or_secret_in_any_log_line(live_app, capsys):
+def test_no_message_content_or_secret_in_any_log_line(live_app: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("DEBUG")
     try:
         secret_content = "CONTENT-" + "q" * 12

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg
@@ -18,6 +21,7 @@ from conversations import credentials
 from conversations.cfn_handler import handler
 from conversations.migrate import LEDGER_TABLE, AppRoles, default_migrations_dir, migration_set
 from devtools.lambda_context import LambdaContext
+from devtools.postgres import PostgresServer, scalar
 from devtools.secrets import create_stack_secrets
 from devtools.serving import serve
 from tests.support import rotation
@@ -29,7 +33,9 @@ PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
 @pytest.fixture
-def deployment(pg, empty_db, tmp_path, monkeypatch):
+def deployment(
+    pg: PostgresServer, empty_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     """Given the Data stack's two secrets (the app secret with ``masterarn``, as aws-cdk-lib's
     DatabaseSecret writes it) and a migrations directory a test can add files to."""
     migrations = tmp_path / "migrations"
@@ -51,7 +57,7 @@ def deployment(pg, empty_db, tmp_path, monkeypatch):
     drop_roles(pg, APP_USER)
 
 
-def deploy(d: dict) -> dict:
+def deploy(d: dict[str, Any]) -> dict[str, Any]:
     event = {
         "RequestType": "Update",
         "PhysicalResourceId": f"conversations-schema:{d['db']}",
@@ -66,7 +72,7 @@ def deploy(d: dict) -> dict:
     return handler(event, LambdaContext())
 
 
-def add_migration(d: dict, version: int) -> str:
+def add_migration(d: dict[str, Any], version: int) -> str:
     table = f"extra_{version}"
     (d["migrations"] / f"{version:04d}_{table}.sql").write_text(
         f"CREATE TABLE {table} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);\n"
@@ -74,14 +80,14 @@ def add_migration(d: dict, version: int) -> str:
     return table
 
 
-def assert_login_can_use_every_table(pg, db: str, username: str, password: str) -> None:
+def assert_login_can_use_every_table(pg: PostgresServer, db: str, username: str, password: str) -> None:
     with psycopg.connect(pg.conninfo(db, username, password), autocommit=True) as conn:
         tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         for table in tables:
             for privilege in PRIVILEGES:
-                held = conn.execute("SELECT has_table_privilege(current_user, %s, %s)", (table, privilege)).fetchone()
+                held = scalar(conn.execute("SELECT has_table_privilege(current_user, %s, %s)", (table, privilege)))
                 wanted = privilege == "SELECT" or table != LEDGER_TABLE
-                assert held[0] is wanted, f"{username}: {privilege} on {table} is {held[0]}"
+                assert held is wanted, f"{username}: {privilege} on {table} is {held}"
             conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(table)))
         for table in (t for t in tables if t.startswith("extra_")):
             ident = sql.Identifier(table)
@@ -92,7 +98,9 @@ def assert_login_can_use_every_table(pg, db: str, username: str, password: str) 
             conn.execute("CREATE TABLE sneaky (id int)")
 
 
-def test_both_logins_use_every_table_across_rotations_and_migrations(pg, deployment, monkeypatch):
+def test_both_logins_use_every_table_across_rotations_and_migrations(
+    pg: PostgresServer, deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     d, sm = deployment, deployment["sm"]
     # Rotations are 30 days apart in AWS and seconds apart here: let the service re-read the
     # secret as often as a rotation happens.

@@ -34,7 +34,7 @@ def _session(db: MigratedDatabase, **overrides: object) -> tuple[str, bool, int]
         database.close()
 
 
-def test_behind_rds_proxy_no_startup_options_no_prepared_statements(clean_db):
+def test_behind_rds_proxy_no_startup_options_no_prepared_statements(clean_db: MigratedDatabase) -> None:
     timeout, options, prepared = _session(clean_db, db_proxy=True, statement_timeout_ms=1000)
     assert not options
     assert prepared == 0
@@ -42,19 +42,19 @@ def test_behind_rds_proxy_no_startup_options_no_prepared_statements(clean_db):
     assert timeout == f"{DEFAULT_STATEMENT_TIMEOUT_MS // 1000}s"
 
 
-def test_direct_connections_set_their_own_timeout_and_prepare(clean_db):
+def test_direct_connections_set_their_own_timeout_and_prepare(clean_db: MigratedDatabase) -> None:
     timeout, options, prepared = _session(clean_db, statement_timeout_ms=1000)
     assert options and timeout == "1s"
     assert prepared >= 1  # psycopg prepares a statement run five times: fine without a proxy
 
 
-def test_the_database_default_timeout_stops_a_runaway_statement_of_any_app_session(clean_db):
+def test_the_database_default_timeout_stops_a_runaway_statement_of_any_app_session(clean_db: MigratedDatabase) -> None:
     with psycopg.connect(clean_db.app, autocommit=True) as conn:
         conn.execute("SET statement_timeout = DEFAULT")  # what a session through the proxy has
         assert conn.execute("SHOW statement_timeout").fetchone() == ("15s",)
 
 
-def test_an_idle_pool_closes_its_connections(clean_db):
+def test_an_idle_pool_closes_its_connections(clean_db: MigratedDatabase) -> None:
     database = open_pool(make_settings(clean_db.app, pool_min_size=0, pool_max_idle_s=0.5))
     try:
         with database.pool.connection() as conn:
@@ -68,12 +68,17 @@ def test_an_idle_pool_closes_its_connections(clean_db):
         database.close()
 
 
-def test_housekeeping_skips_its_round_while_no_request_came(clean_db):
+def test_housekeeping_skips_its_round_while_no_request_came(clean_db: MigratedDatabase) -> None:
     database = open_pool(make_settings(clean_db.app))
     store = Store(database.pool, embedding_dimension=EMBEDDING_DIMENSION, reachability=database.reachability)
-    rounds = []
+    rounds: list[int] = []
     housekeeping = _Housekeeping(store, interval=0.05)
-    housekeeping.run_once = lambda: (rounds.append(1), store.remove_expired_idempotency_keys())  # type: ignore[method-assign]
+
+    def counted() -> None:
+        rounds.append(1)
+        store.remove_expired_idempotency_keys()
+
+    housekeeping.run_once = counted  # type: ignore[method-assign]
     thread = threading.Thread(target=housekeeping._run)
     try:
         thread.start()

@@ -154,7 +154,7 @@ def _standby_has(standby: PostgresServer, db: MigratedDatabase, cid: str) -> boo
         return conn.execute("SELECT 1 FROM conversations WHERE conversation_id = %s", (cid,)).fetchone() is not None
 
 
-def test_the_standby_is_a_streaming_replica(replicated, standby):
+def test_the_standby_is_a_streaming_replica(replicated: MigratedDatabase, standby: PostgresServer) -> None:
     with psycopg.connect(standby.conninfo(replicated.name), autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -165,7 +165,9 @@ def test_the_standby_is_a_streaming_replica(replicated, standby):
 MARKERS = {"list": "ORDER BY c.updated_at DESC", "search": "ts_rank", "similar": "embedding <=>"}
 
 
-def test_list_search_and_similar_are_read_on_the_standby(api, replicated, standby):
+def test_list_search_and_similar_are_read_on_the_standby(
+    api: TestClient, replicated: MigratedDatabase, standby: PostgresServer
+) -> None:
     cid = _write(api, "autovacuum")
     log = _StandbyLog(standby)
     assert _reads(api, "autovacuum") == {"list": [cid], "search": [cid], "similar": [cid]}
@@ -179,7 +181,9 @@ def test_list_search_and_similar_are_read_on_the_standby(api, replicated, standb
     assert "INSERT" not in ran and "LEFT JOIN LATERAL" not in ran
 
 
-def test_a_caller_sees_its_own_write_while_the_standby_lags(api, pair, replicated, standby):
+def test_a_caller_sees_its_own_write_while_the_standby_lags(
+    api: TestClient, pair: tuple[PostgresServer, PostgresServer], replicated: MigratedDatabase, standby: PostgresServer
+) -> None:
     with psycopg.connect(standby.conninfo(), autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
     cid = _write(api, "vacuum")
@@ -204,7 +208,9 @@ def test_a_caller_sees_its_own_write_while_the_standby_lags(api, pair, replicate
     assert MARKERS["list"] in log.statements()
 
 
-def test_another_service_instance_sees_the_write_too(api, replicated, standby):
+def test_another_service_instance_sees_the_write_too(
+    api: TestClient, replicated: MigratedDatabase, standby: PostgresServer
+) -> None:
     """The guarantee does not rest on the task that wrote: a second service (another task
     behind the load balancer) reading right after the first one wrote sees the write."""
     with psycopg.connect(standby.conninfo(), autocommit=True) as conn:
@@ -215,7 +221,9 @@ def test_another_service_instance_sees_the_write_too(api, replicated, standby):
         assert _reads(other, "wraparound") == {"list": [cid], "search": [cid], "similar": [cid]}
 
 
-def test_reads_fall_back_to_the_writer_when_the_standby_stops(api, replicated, standby):
+def test_reads_fall_back_to_the_writer_when_the_standby_stops(
+    api: TestClient, replicated: MigratedDatabase, standby: PostgresServer
+) -> None:
     cid = _write(api, "freeze")
     assert _reads(api, "freeze")["list"] == [cid]  # the read pool holds standby connections now
     standby.stop("immediate")
@@ -227,7 +235,7 @@ def test_reads_fall_back_to_the_writer_when_the_standby_stops(api, replicated, s
     assert api.get("/health").status_code == 200
 
 
-def test_the_service_starts_while_the_standby_is_down(replicated, standby):
+def test_the_service_starts_while_the_standby_is_down(replicated: MigratedDatabase, standby: PostgresServer) -> None:
     standby.stop("immediate")
     settings = make_settings(replicated.app, database_read_url=_on(standby, replicated.app))
     with TestClient(create_app(settings), headers=AUTH) as client:
@@ -235,7 +243,9 @@ def test_the_service_starts_while_the_standby_is_down(replicated, standby):
         assert _reads(client, "toast") == {"list": [cid], "search": [cid], "similar": [cid]}
 
 
-def test_a_read_endpoint_that_is_not_a_replica_sends_every_read_to_the_writer(clean_db, caplog):
+def test_a_read_endpoint_that_is_not_a_replica_sends_every_read_to_the_writer(
+    clean_db: MigratedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
     """DATABASE_READ_URL pointed at a primary (a misconfiguration, or a platform that reports
     no replay position): reads stay correct, on the writer, and the log says why."""
     settings = make_settings(clean_db.app, database_read_url=clean_db.app)

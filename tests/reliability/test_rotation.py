@@ -8,19 +8,20 @@ import logging
 
 import boto3
 import psycopg
+import pytest
 from moto import mock_aws
 from psycopg import sql
 
 from devtools.serving import serve
 from tests.support.http import call
-from tests.support.service import make_settings
+from tests.support.service import MigratedDatabase, make_settings
 
 
 def password_of(conninfo: str) -> str:
     return next(p.split("=", 1)[1] for p in conninfo.split() if p.startswith("password="))
 
 
-def rotate(db, new_password: str) -> None:
+def rotate(db: MigratedDatabase, new_password: str) -> None:
     with psycopg.connect(db.admin, autocommit=True) as admin:
         admin.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(db.app_role), sql.Literal(new_password))
@@ -28,7 +29,9 @@ def rotate(db, new_password: str) -> None:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (db.app_role,))
 
 
-def test_service_follows_a_password_rotation_without_restart(fault_db, caplog):
+def test_service_follows_a_password_rotation_without_restart(
+    fault_db: MigratedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     old = password_of(fault_db.app)
     new = "rotated-" + "Z" * 24
@@ -52,7 +55,7 @@ def test_service_follows_a_password_rotation_without_restart(fault_db, caplog):
     assert old not in caplog.text and new not in caplog.text
 
 
-def test_without_the_secret_a_rotation_is_a_clear_503_not_a_hang(fault_db):
+def test_without_the_secret_a_rotation_is_a_clear_503_not_a_hang(fault_db: MigratedDatabase) -> None:
     old = password_of(fault_db.app)
     try:
         with serve(make_settings(fault_db.app, pool_min_size=1, pool_timeout=2.0)) as url:

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -17,7 +18,7 @@ from devtools.lambda_context import LambdaContext
 
 
 @pytest.fixture
-def silent_server():
+def silent_server() -> Iterator[int]:
     """Accepts TCP connections on loopback and never says a word: a database that hangs."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -44,7 +45,9 @@ def silent_server():
 
 
 @pytest.mark.parametrize("remaining_ms", [9_000, 20_000])
-def test_a_hanging_database_fails_within_the_remaining_budget(silent_server, remaining_ms, caplog):
+def test_a_hanging_database_fails_within_the_remaining_budget(
+    silent_server: int, remaining_ms: int, caplog: pytest.LogCaptureFixture
+) -> None:
     password = "hang-pw-" + "s" * 16
     with mock_aws():
         sm = boto3.client("secretsmanager")

@@ -54,13 +54,15 @@ def as_deployed(request_type: str, d: dict[str, Any]) -> dict[str, Any]:
     return schema_event(request_type, d, SslMode="verify-full")
 
 
-def test_the_server_accepts_only_tls(tls_pg):
+def test_the_server_accepts_only_tls(tls_pg: PostgresServer) -> None:
     params = tls_pg.conninfo().replace("sslmode=verify-full", "sslmode=disable")
     with pytest.raises(psycopg.OperationalError, match="no encryption"):
         psycopg.connect(params, connect_timeout=5).close()
 
 
-def test_handler_and_service_run_over_verified_tls_as_the_master(tls_pg, on_tls, monkeypatch):
+def test_handler_and_service_run_over_verified_tls_as_the_master(
+    tls_pg: PostgresServer, on_tls: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the CA that signed the database's certificate (on AWS: the RDS bundle shipped with the code)
     assert tls_pg.sslrootcert is not None
     monkeypatch.setenv("DB_SSLROOTCERT", tls_pg.sslrootcert)
@@ -79,7 +81,9 @@ def test_handler_and_service_run_over_verified_tls_as_the_master(tls_pg, on_tls,
         assert status == 200 and body["status"] == "healthy"
 
 
-def test_a_server_whose_certificate_another_ca_signed_is_refused_at_once_saying_why(on_tls, monkeypatch):
+def test_a_server_whose_certificate_another_ca_signed_is_refused_at_once_saying_why(
+    on_tls: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the default: the RDS certificate authorities, which did not sign this server's certificate
     monkeypatch.delenv("DB_SSLROOTCERT", raising=False)
     started = time.monotonic()
@@ -93,7 +97,9 @@ def test_a_server_whose_certificate_another_ca_signed_is_refused_at_once_saying_
     assert on_tls["app_password"] not in message
 
 
-def test_a_resuming_database_is_waited_for_with_a_log_line(pg, caplog):
+def test_a_resuming_database_is_waited_for_with_a_log_line(
+    pg: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """A paused Aurora Serverless v2 cluster: no answer for 20 s, then it accepts."""
     forwarder = LateForwarder((pg.host, pg.port), after_s=20)
     try:
@@ -109,7 +115,7 @@ def test_a_resuming_database_is_waited_for_with_a_log_line(pg, caplog):
         forwarder.close()
 
 
-def test_the_wait_for_a_database_is_bounded_by_the_lambdas_remaining_time(monkeypatch):
+def test_the_wait_for_a_database_is_bounded_by_the_lambdas_remaining_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # A database that never comes back: the wait ends within a third of what the Lambda has left
     forwarder = LateForwarder(("127.0.0.1", 9), after_s=3600)
     monkeypatch.setattr(cfn_handler, "RESUME_WAIT_S", 4.0)

@@ -11,7 +11,7 @@ from scripts import capacity, estimate_cost
 from stacks.config import HTTP_RPS_PER_CORE
 
 
-def test_the_inputs_are_the_recorded_benchmarks():
+def test_the_inputs_are_the_recorded_benchmarks() -> None:
     m = capacity.measured(25)
     run = json.loads((capacity.RESULTS / m.source).read_text())
     assert m.rps_per_vcpu == pytest.approx(HTTP_RPS_PER_CORE, rel=0.01)
@@ -20,7 +20,7 @@ def test_the_inputs_are_the_recorded_benchmarks():
         capacity.measured(0.5)
 
 
-def test_a_large_traffic_on_aurora_gets_tasks_acus_a_proxy_and_a_price():
+def test_a_large_traffic_on_aurora_gets_tasks_acus_a_proxy_and_a_price() -> None:
     prices = estimate_cost.load_prices()
     result = capacity.plan(6000, 25, "prod", "aurora-serverless-v2", prices)
     m = capacity.measured(25)
@@ -34,7 +34,7 @@ def test_a_large_traffic_on_aurora_gets_tasks_acus_a_proxy_and_a_price():
     assert any(line.item.startswith("Aurora Serverless v2") for line in result["lines"])
 
 
-def test_a_small_traffic_keeps_the_profiles_instance_and_needs_no_proxy():
+def test_a_small_traffic_keeps_the_profiles_instance_and_needs_no_proxy() -> None:
     result = capacity.plan(50, 25, "dev", "instance", estimate_cost.load_prices())
     assert result["tasks"] == 1 and result["context"]["dbInstanceClass"] == "t4g.micro"
     assert not result["rds_proxy"] and "rdsProxy" not in result["context"]

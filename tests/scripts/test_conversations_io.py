@@ -9,21 +9,24 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg
 import pytest
 from moto import mock_aws
 
+from conversations.store import Store
 from scripts import conversations_io as cio
-from tests.support.service import EMBEDDING_DIMENSION
+from tests.support.service import EMBEDDING_DIMENSION, MigratedDatabase
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def legacy_json(tmp_path: Path, conversations: dict) -> Path:
+def legacy_json(tmp_path: Path, conversations: dict[str, Any]) -> Path:
     path = tmp_path / "conversations.json"
     path.write_text(json.dumps(conversations))
     return path
@@ -55,13 +58,13 @@ LEGACY = {
 }
 
 
-def import_json(store, path, **kw):
+def import_json(store: Store, path: Path, **kw: Any) -> Any:
     return cio.run_import(
         store, "json", cio.from_json(path), batch_size=kw.pop("batch_size", 2), strict=kw.pop("strict", False)
     )
 
 
-def test_json_import_keeps_ids_times_settings_and_extra_keys(store, tmp_path):
+def test_json_import_keeps_ids_times_settings_and_extra_keys(store: Store, tmp_path: Path) -> None:
     report = import_json(store, legacy_json(tmp_path, LEGACY))
     assert (report.conversations_read, report.messages_read) == (2, 2)
     assert (report.imported_conversations, report.imported_messages, report.skipped) == (2, 2, [])
@@ -77,7 +80,7 @@ def test_json_import_keeps_ids_times_settings_and_extra_keys(store, tmp_path):
     assert [h.conversation_id for h in store.search("autovacuum")] == ["conv-a"]
 
 
-def test_reimport_imports_nothing_twice(store, tmp_path):
+def test_reimport_imports_nothing_twice(store: Store, tmp_path: Path) -> None:
     path = legacy_json(tmp_path, LEGACY)
     import_json(store, path)
     again = import_json(store, path)
@@ -86,7 +89,7 @@ def test_reimport_imports_nothing_twice(store, tmp_path):
     assert "already present (left as they were): 2" in again.render()
 
 
-def test_malformed_records_are_skipped_with_their_location(store, tmp_path):
+def test_malformed_records_are_skipped_with_their_location(store: Store, tmp_path: Path) -> None:
     bad = {
         **LEGACY,
         "bad-role": {
@@ -112,7 +115,7 @@ def test_malformed_records_are_skipped_with_their_location(store, tmp_path):
     assert "skipped as invalid: 5" in report.render()
 
 
-def test_strict_stops_at_the_first_bad_record_and_says_what_was_committed(store, tmp_path):
+def test_strict_stops_at_the_first_bad_record_and_says_what_was_committed(store: Store, tmp_path: Path) -> None:
     records = {"ok-1": LEGACY["conv-a"], "bad": {"created_at": "never"}, "ok-2": LEGACY["conv-b"]}
     report = import_json(store, legacy_json(tmp_path, records), strict=True)
     assert report.stopped_early and report.imported_conversations == 1
@@ -145,7 +148,7 @@ def make_sqlite(path: Path) -> None:
     db.close()
 
 
-def test_sqlite_import(store, tmp_path):
+def test_sqlite_import(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "memory.db"
     make_sqlite(path)
     report = cio.run_import(store, "sqlite", cio.from_sqlite(path), batch_size=10, strict=False)
@@ -159,7 +162,7 @@ def test_sqlite_import(store, tmp_path):
 
 
 @pytest.fixture
-def dynamodb_table():
+def dynamodb_table() -> Iterator[str]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
         client.create_table(
@@ -210,7 +213,7 @@ def dynamodb_table():
         yield "conversations"
 
 
-def test_dynamodb_import_keeps_users_and_orders_messages(store, dynamodb_table):
+def test_dynamodb_import_keeps_users_and_orders_messages(store: Store, dynamodb_table: str) -> None:
     report = cio.run_import(
         store,
         "dynamodb",
@@ -227,7 +230,9 @@ def test_dynamodb_import_keeps_users_and_orders_messages(store, dynamodb_table):
     assert len(store.list_conversations(user_id="alice", limit=100).items) == 30
 
 
-def test_export_then_import_reproduces_everything_exactly(store, tmp_path, clean_db):
+def test_export_then_import_reproduces_everything_exactly(
+    store: Store, tmp_path: Path, clean_db: MigratedDatabase
+) -> None:
     from conversations.models import NewMessage
 
     vec = [0.5] * EMBEDDING_DIMENSION
@@ -255,7 +260,7 @@ def test_export_then_import_reproduces_everything_exactly(store, tmp_path, clean
     assert snapshot(clean_db) == before
 
 
-def test_export_of_one_user(store, tmp_path):
+def test_export_of_one_user(store: Store, tmp_path: Path) -> None:
     store.create_conversation(conversation_id="mine", user_id="u1")
     store.create_conversation(conversation_id="theirs", user_id="u2")
     out = tmp_path / "u1.json"
@@ -264,7 +269,7 @@ def test_export_of_one_user(store, tmp_path):
     assert list(json.loads(out.read_text())) == ["mine"]
 
 
-def snapshot(db) -> tuple:
+def snapshot(db: MigratedDatabase) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     with psycopg.connect(db.admin) as conn:
         conversations = conn.execute(
             "SELECT conversation_id, user_id, title, settings, metadata, created_at, updated_at, message_count"
@@ -277,7 +282,7 @@ def snapshot(db) -> tuple:
     return conversations, messages
 
 
-def test_cli_uses_the_service_database_settings_and_reports(clean_db, tmp_path):
+def test_cli_uses_the_service_database_settings_and_reports(clean_db: MigratedDatabase, tmp_path: Path) -> None:
     path = legacy_json(tmp_path, {**LEGACY, "broken": {"created_at": "no"}})
     env = {
         **os.environ,
@@ -309,7 +314,7 @@ def test_cli_uses_the_service_database_settings_and_reports(clean_db, tmp_path):
     assert not out.with_suffix(".json.partial").exists()
 
 
-def test_cli_refuses_a_file_that_is_not_the_format(clean_db, tmp_path):
+def test_cli_refuses_a_file_that_is_not_the_format(clean_db: MigratedDatabase, tmp_path: Path) -> None:
     path = tmp_path / "list.json"
     path.write_text("[1, 2]")
     env = {**os.environ, "DATABASE_URL": clean_db.app, "API_TOKEN": "unused-by-the-tool-but-required"}
@@ -354,7 +359,14 @@ BAD_SOURCES = {
 }
 
 
-def test_every_kind_of_bad_json_record_is_skipped_and_reported_never_a_traceback(store, tmp_path):
+def conversation_named(where: str) -> str:
+    """The conversation id a skipped record's ``where`` names."""
+    found = re.search(r"conversation ('.*')(, message \d+)?$", where)
+    assert found is not None, where
+    return str(ast.literal_eval(found.group(1)))
+
+
+def test_every_kind_of_bad_json_record_is_skipped_and_reported_never_a_traceback(store: Store, tmp_path: Path) -> None:
     good = '"good": ' + _conversation(GOOD_MESSAGE)
     text = "{\n" + ",\n".join([good] + [f"{json.dumps(k)}: {v}" for k, v in BAD_SOURCES.items()]) + "\n}\n"
     path = tmp_path / "hostile.json"
@@ -363,10 +375,7 @@ def test_every_kind_of_bad_json_record_is_skipped_and_reported_never_a_traceback
     report = import_json(store, path, batch_size=100)
 
     assert report.imported_conversations == 1 and report.verified
-    skipped = {
-        ast.literal_eval(re.search(r"conversation ('.*')(, message \d+)?$", bad.where).group(1)): bad.reason
-        for bad in report.skipped
-    }
+    skipped = {conversation_named(bad.where): bad.reason for bad in report.skipped}
     assert set(skipped) == set(BAD_SOURCES), skipped
     for where in (bad.where for bad in report.skipped):
         assert "line " in where  # each with where it is in the file
@@ -376,7 +385,7 @@ def test_every_kind_of_bad_json_record_is_skipped_and_reported_never_a_traceback
     assert "surrogate" in skipped["surrogate-content"]
 
 
-def test_a_syntax_error_stops_the_import_where_it_is_and_keeps_what_came_before(store, tmp_path):
+def test_a_syntax_error_stops_the_import_where_it_is_and_keeps_what_came_before(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"one": ' + _conversation(GOOD_MESSAGE) + ',\n"two": {"title": oops}}')
     report = import_json(store, path)
@@ -385,7 +394,7 @@ def test_a_syntax_error_stops_the_import_where_it_is_and_keeps_what_came_before(
     assert "stopped: " in report.render()
 
 
-def test_sqlite_messages_whose_session_id_is_null_are_reported_as_orphans(store, tmp_path):
+def test_sqlite_messages_whose_session_id_is_null_are_reported_as_orphans(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "memory.db"
     db = sqlite3.connect(path)
     db.executescript(
@@ -408,7 +417,7 @@ def test_sqlite_messages_whose_session_id_is_null_are_reported_as_orphans(store,
     assert report.imported_messages == 1
 
 
-def test_a_json_export_is_read_as_a_stream_in_constant_memory(tmp_path):
+def test_a_json_export_is_read_as_a_stream_in_constant_memory(tmp_path: Path) -> None:
     """Reading a 120 MB file keeps memory near one conversation's size (json.load holds the
     whole file several times over). Measured in a child process: its peak RSS (VmHWM, which
     unlike ru_maxrss does not carry the parent's peak across fork and exec)."""
@@ -438,7 +447,9 @@ def test_a_json_export_is_read_as_a_stream_in_constant_memory(tmp_path):
     assert peak_mb < 100, f"peak RSS {peak_mb} MB reading a {size_mb:.0f} MB file"
 
 
-def test_import_shows_progress_through_the_file(store, tmp_path, capsys):
+def test_import_shows_progress_through_the_file(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = legacy_json(tmp_path, LEGACY)
     import_json(store, path)
     err = capsys.readouterr().err

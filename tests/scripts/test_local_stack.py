@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 
@@ -14,7 +15,7 @@ from conversations.migrate import load_migrations
 from devtools.net import free_port
 
 
-def test_local_stack_sets_up_verifies_and_persists(tmp_path):
+def test_local_stack_sets_up_verifies_and_persists(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "LOCAL_DATA_DIR": str(tmp_path / "local"),
@@ -54,7 +55,7 @@ def test_local_stack_sets_up_verifies_and_persists(tmp_path):
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "local_stack.py")
 
 
-def local_env(tmp_path) -> dict[str, str]:
+def local_env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
         "LOCAL_DATA_DIR": str(tmp_path / "local"),
@@ -64,7 +65,7 @@ def local_env(tmp_path) -> dict[str, str]:
     }
 
 
-def test_ctrl_c_during_the_first_run_prints_one_line_and_the_next_run_recovers(tmp_path):
+def test_ctrl_c_during_the_first_run_prints_one_line_and_the_next_run_recovers(tmp_path: Path) -> None:
     import signal
     import time
 
@@ -101,7 +102,7 @@ def test_ctrl_c_during_the_first_run_prints_one_line_and_the_next_run_recovers(t
         stop_embedded(tmp_path / "local")
 
 
-def test_down_stops_and_reset_deletes_only_after_confirmation(tmp_path):
+def test_down_stops_and_reset_deletes_only_after_confirmation(tmp_path: Path) -> None:
     env = local_env(tmp_path)
     try:
         assert subprocess.run([sys.executable, SCRIPT, "--verify-only"], env=env, capture_output=True).returncode == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -22,12 +24,12 @@ DOCKER_DOWN = ("sh", "-c", "echo 'Cannot connect to the Docker daemon at unix://
 
 
 @pytest.fixture
-def account():
+def account() -> Iterator[boto3.session.Session]:
     with mock_aws():
         yield boto3.session.Session(region_name=REGION)
 
 
-def ready(session) -> None:
+def ready(session: boto3.session.Session) -> None:
     """An account prepared as the README says: bootstrapped, with ECS's service-linked role."""
     session.client("cloudformation").create_stack(
         StackName="CDKToolkit",
@@ -43,7 +45,7 @@ def ready(session) -> None:
     )
 
 
-def issued_certificate(session, domain: str = "api.example.com") -> str:
+def issued_certificate(session: boto3.session.Session, domain: str = "api.example.com") -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
     now = datetime.datetime.now(datetime.UTC)
@@ -57,22 +59,29 @@ def issued_certificate(session, domain: str = "api.example.com") -> str:
         .not_valid_after(now + datetime.timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
-    return session.client("acm").import_certificate(
+    imported = session.client("acm").import_certificate(
         Certificate=cert.public_bytes(serialization.Encoding.PEM),
         PrivateKey=key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
-    )["CertificateArn"]
+    )
+    return str(imported["CertificateArn"])
 
 
-def preflight(session, *, profile="dev", certificate_arn=None, docker=DOCKER_UP) -> dict[str, verify.Check]:
+def preflight(
+    session: boto3.session.Session,
+    *,
+    profile: str = "dev",
+    certificate_arn: str | None = None,
+    docker: tuple[str, ...] = DOCKER_UP,
+) -> dict[str, verify.Check]:
     checks = verify.preflight_checks(
         verify.Aws(session), profile=profile, certificate_arn=certificate_arn, docker_command=docker
     )
     return {r.name.removeprefix("preflight: "): r for r in verify.run_checks(list(checks))}
 
 
-def test_a_prepared_account_passes_every_check(account):
+def test_a_prepared_account_passes_every_check(account: boto3.session.Session) -> None:
     ready(account)
     rows = preflight(account, profile="prod", certificate_arn=issued_certificate(account))
     assert {name: r.result for name, r in rows.items()} == {
@@ -87,7 +96,7 @@ def test_a_prepared_account_passes_every_check(account):
     assert "api.example.com ISSUED" in rows["certificate"].detail
 
 
-def test_a_fresh_account_fails_each_check_with_its_fix(account):
+def test_a_fresh_account_fails_each_check_with_its_fix(account: boto3.session.Session) -> None:
     rows = preflight(account, profile="prod", docker=DOCKER_DOWN)
     assert rows["credentials and region"].result == "PASS"
     assert rows["cdk bootstrap"].result == "FAIL"
@@ -100,7 +109,7 @@ def test_a_fresh_account_fails_each_check_with_its_fix(account):
     assert rows["certificate"].result == "FAIL" and "allowPlainHttp" in rows["certificate"].hint
 
 
-def test_an_old_bootstrap_is_refused(account):
+def test_an_old_bootstrap_is_refused(account: boto3.session.Session) -> None:
     ready(account)
     account.client("cloudformation").update_stack(
         StackName="CDKToolkit",
@@ -115,7 +124,7 @@ def test_an_old_bootstrap_is_refused(account):
     assert row.result == "FAIL" and "bootstrap version 4, at least 6 needed" in row.detail
 
 
-def test_a_certificate_not_issued_or_in_another_region_is_refused(account):
+def test_a_certificate_not_issued_or_in_another_region_is_refused(account: boto3.session.Session) -> None:
     ready(account)
     pending = account.client("acm").request_certificate(DomainName="api.example.com")["CertificateArn"]
     row = preflight(account, certificate_arn=pending)["certificate"]
@@ -125,12 +134,12 @@ def test_a_certificate_not_issued_or_in_another_region_is_refused(account):
     assert row.result == "FAIL" and f"in us-east-1, the stacks deploy to {REGION}" in row.detail
 
 
-def test_dev_without_a_certificate_is_fine(account):
+def test_dev_without_a_certificate_is_fine(account: boto3.session.Session) -> None:
     ready(account)
     assert preflight(account)["certificate"].result == "PASS"
 
 
-def test_no_region_and_no_credentials_are_named(monkeypatch):
+def test_no_region_and_no_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -145,11 +154,13 @@ def test_no_region_and_no_credentials_are_named(monkeypatch):
         assert rows[name].result == "SKIP" and "see the first row" in rows[name].detail
 
 
-def test_the_region_is_resolved_as_the_cdk_cli_does_aws_region_first(account, monkeypatch):
+def test_the_region_is_resolved_as_the_cdk_cli_does_aws_region_first(
+    account: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """boto3 alone ignores AWS_REGION; the CDK CLI honours it, so preflight must look there too."""
-    asked = []
+    asked: list[str | None] = []
 
-    def session(region_name=None):
+    def session(region_name: str | None = None) -> boto3.session.Session:
         asked.append(region_name)
         return account
 
@@ -159,7 +170,9 @@ def test_the_region_is_resolved_as_the_cdk_cli_does_aws_region_first(account, mo
     assert asked == ["eu-west-2"]
 
 
-def test_cli_preflight_prints_the_table_and_exits_1_on_a_failure(account, capsys, monkeypatch):
+def test_cli_preflight_prints_the_table_and_exits_1_on_a_failure(
+    account: boto3.session.Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(boto3.session, "Session", lambda region_name=None: account)
     assert verify.main(["--preflight", "--profile", "dev"]) == 1
     out = capsys.readouterr().out
@@ -176,7 +189,14 @@ def test_cli_preflight_prints_the_table_and_exits_1_on_a_failure(account, capsys
         ("20.10.24", {"DOCKER_BUILDKIT": "1"}, "PASS", "BuildKit"),
     ],
 )
-def test_docker_must_build_with_buildkit(account, monkeypatch, version, env, result, words):
+def test_docker_must_build_with_buildkit(
+    account: boto3.session.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    version: str,
+    env: dict[str, Any],
+    result: str,
+    words: str,
+) -> None:
     """service/Dockerfile cross-builds (arm64 on an x86 machine) only with BuildKit."""
     monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
     for key, value in env.items():

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -13,20 +16,22 @@ from moto import mock_aws
 from devtools.serving import serve
 from scripts import verify_deployment as verify
 from stacks import outputs
-from tests.support.service import TOKEN, make_settings
+from tests.support.service import TOKEN, MigratedDatabase, make_settings
 
 REGION = "eu-west-1"
 NAMES = outputs.stack_names("dev")
 
 
 @pytest.fixture
-def live_url(clean_db):
+def live_url(clean_db: MigratedDatabase) -> Iterator[str]:
     with serve(make_settings(clean_db.app)) as url:
         yield url
 
 
 @pytest.fixture
-def deployed(live_url, monkeypatch, request):
+def deployed(
+    live_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
     """The dev profile's resources in (emulated) AWS, as the three stacks create them (another
     profile's with ``indirect`` parametrization: its stack names and Profile output)."""
     profile = getattr(request, "param", "dev")
@@ -161,7 +166,7 @@ def deployed(live_url, monkeypatch, request):
         }
 
 
-def _rotation_lambda(session) -> str:
+def _rotation_lambda(session: boto3.session.Session) -> str:
     iam = session.client("iam")
     role = iam.create_role(RoleName="rot", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     import io
@@ -170,16 +175,17 @@ def _rotation_lambda(session) -> str:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("index.py", "def handler(e, c):\n    return None\n")
-    return session.client("lambda").create_function(
+    function: dict[str, Any] = session.client("lambda").create_function(
         FunctionName="rotation",
         Runtime="python3.12",
         Role=role,
         Handler="index.handler",
         Code={"ZipFile": buf.getvalue()},
-    )["FunctionArn"]
+    )
+    return str(function["FunctionArn"])
 
 
-def run(deployed, *args: str) -> tuple[int, list[verify.Check]]:
+def run(deployed: dict[str, Any], *args: str) -> tuple[int, list[verify.Check]]:
     aws = verify.Aws(deployed["session"])
     profile = deployed["profile"]
     target = verify.Target(url="", profile=profile, stack_outputs=verify.load_stack_outputs(aws, profile))
@@ -190,11 +196,11 @@ def run(deployed, *args: str) -> tuple[int, list[verify.Check]]:
     return (0 if all(r.result == "PASS" for r in results) else 1), results
 
 
-def by_name(results):
+def by_name(results: list[verify.Check]) -> dict[str, verify.Check]:
     return {r.name: r for r in results}
 
 
-def test_healthy_deployment_passes_every_check(deployed):
+def test_healthy_deployment_passes_every_check(deployed: dict[str, Any]) -> None:
     code, results = run(deployed)
     table = verify.render_table(results)
     assert code == 0, table
@@ -215,7 +221,9 @@ def test_healthy_deployment_passes_every_check(deployed):
 
 
 @pytest.mark.parametrize("deployed", ["lean"], indirect=True)
-def test_a_lean_deployment_passes_every_check_with_the_script_unchanged(deployed, capsys, monkeypatch):
+def test_a_lean_deployment_passes_every_check_with_the_script_unchanged(
+    deployed: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The lean profile keeps every output the script reads (tests/infra/test_lean.py); found by
     its stack names, its deployment passes as dev's does, from the command line too."""
     code, results = run(deployed)
@@ -227,7 +235,9 @@ def test_a_lean_deployment_passes_every_check_with_the_script_unchanged(deployed
     assert "9 passed, 0 failed" in capsys.readouterr().out
 
 
-def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(deployed, capsys, monkeypatch):
+def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(
+    deployed: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("API_TOKEN", raising=False)
     import boto3 as real_boto3
 
@@ -238,7 +248,9 @@ def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(deploy
     assert "9 passed, 0 failed" in out and TOKEN not in out
 
 
-def test_outputs_file_mode(deployed, tmp_path, capsys, monkeypatch):
+def test_outputs_file_mode(
+    deployed: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3 as real_boto3
 
     monkeypatch.setattr(real_boto3.session, "Session", lambda region_name=None: deployed["session"])
@@ -249,7 +261,7 @@ def test_outputs_file_mode(deployed, tmp_path, capsys, monkeypatch):
     assert code == 0 and report["ok"], report
 
 
-def test_unhealthy_target_fails_with_its_reason(deployed):
+def test_unhealthy_target_fails_with_its_reason(deployed: dict[str, Any]) -> None:
     ec2 = deployed["ec2"]
     image = ec2.describe_images()["Images"][0]["ImageId"]
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
@@ -264,7 +276,7 @@ def test_unhealthy_target_fails_with_its_reason(deployed):
     assert "/health/live" in row.hint
 
 
-def test_circuit_breaker_rollback_is_caught(deployed):
+def test_circuit_breaker_rollback_is_caught(deployed: dict[str, Any]) -> None:
     from moto.ecs.models import ecs_backends
 
     backend = ecs_backends["123456789012"][REGION]
@@ -278,7 +290,7 @@ def test_circuit_breaker_rollback_is_caught(deployed):
     assert "rolled back" in row.detail and "conv-logs" in row.hint
 
 
-def test_tasks_not_running_is_caught(deployed):
+def test_tasks_not_running_is_caught(deployed: dict[str, Any]) -> None:
     from moto.ecs.models import ecs_backends
 
     service = ecs_backends["123456789012"][REGION].services["conv-cluster:conv-service"]
@@ -288,7 +300,7 @@ def test_tasks_not_running_is_caught(deployed):
     assert code == 1 and "1 of 2 tasks running" in row.detail
 
 
-def test_alarm_firing_and_stack_rolled_back_are_caught(deployed):
+def test_alarm_firing_and_stack_rolled_back_are_caught(deployed: dict[str, Any]) -> None:
     cw = deployed["session"].client("cloudwatch")
     cw.set_alarm_state(
         AlarmName=f"{NAMES.service}-MonitoringLatencyP99-ABC123",
@@ -306,7 +318,7 @@ def test_alarm_firing_and_stack_rolled_back_are_caught(deployed):
     assert "UPDATE_ROLLBACK_COMPLETE" in rows["aws: stacks"].detail
 
 
-def test_database_drift_is_caught(deployed):
+def test_database_drift_is_caught(deployed: dict[str, Any]) -> None:
     rds = deployed["session"].client("rds")
     rds.modify_db_parameter_group(
         DBParameterGroupName="conv-params",
@@ -318,7 +330,7 @@ def test_database_drift_is_caught(deployed):
     assert code == 1 and "publicly accessible" in detail and "rds.force_ssl is 0" in detail
 
 
-def test_a_database_certificate_authority_outside_the_shipped_bundle_is_caught(deployed):
+def test_a_database_certificate_authority_outside_the_shipped_bundle_is_caught(deployed: dict[str, Any]) -> None:
     rds = deployed["session"].client("rds")
     assert "CA rds-ca-rsa2048-g1 trusted" in by_name(run(deployed, "--read-only")[1])["aws: rds instance"].detail
     # When someone moves the instance to a CA the service's bundle does not hold
@@ -330,7 +342,7 @@ def test_a_database_certificate_authority_outside_the_shipped_bundle_is_caught(d
     assert "verify-full connections would be refused" in detail and "make rds-ca" in detail
 
 
-def test_rotation_off_is_caught(deployed):
+def test_rotation_off_is_caught(deployed: dict[str, Any]) -> None:
     sm = deployed["session"].client("secretsmanager")
     arn = deployed["outputs"][NAMES.data][outputs.APP_SECRET_ARN]
     sm.cancel_rotate_secret(SecretId=arn)
@@ -338,7 +350,7 @@ def test_rotation_off_is_caught(deployed):
     assert code == 1 and "AppSecretArn: rotation is not enabled" in by_name(results)["aws: secret rotation"].detail
 
 
-def test_missing_stack_is_caught():
+def test_missing_stack_is_caught() -> None:
     with mock_aws():
         aws = verify.Aws(boto3.session.Session(region_name=REGION))
         target = verify.Target(url="http://127.0.0.1:9", profile="dev", stack_outputs={})
@@ -347,7 +359,7 @@ def test_missing_stack_is_caught():
     assert "stack output ClusterName not found" in results["aws: ecs service"].detail
 
 
-def test_multi_az_is_expected_from_the_stack_output_not_the_profile_name(deployed):
+def test_multi_az_is_expected_from_the_stack_output_not_the_profile_name(deployed: dict[str, Any]) -> None:
     """A prod stack deployed with -c dbMultiAz=false is single-AZ on purpose; a dev one with true is Multi-AZ."""
     aws = verify.Aws(deployed["session"])
     stack_outputs = verify.load_stack_outputs(aws, "dev")
@@ -361,7 +373,7 @@ def test_multi_az_is_expected_from_the_stack_output_not_the_profile_name(deploye
     assert "the DatabaseMultiAz output expects True" in rows["aws: rds instance"].detail
 
 
-def test_a_rotation_that_did_not_finish_is_caught(deployed):
+def test_a_rotation_that_did_not_finish_is_caught(deployed: dict[str, Any]) -> None:
     """A failed rotation leaves its new version AWSPENDING and the old one AWSCURRENT: still 'enabled'."""
     sm = deployed["session"].client("secretsmanager")
     arn = deployed["outputs"][NAMES.data][outputs.APP_SECRET_ARN]
@@ -374,18 +386,21 @@ def test_a_rotation_that_did_not_finish_is_caught(deployed):
     assert "rotate-secret" in row.hint
 
 
-def test_an_overdue_rotation_is_caught(deployed):
-    from moto.secretsmanager.models import secretsmanager_backends
+def test_an_overdue_rotation_is_caught(deployed: dict[str, Any]) -> None:
+    from moto.secretsmanager.models import FakeSecret, secretsmanager_backends
 
     arn = deployed["outputs"][NAMES.data][outputs.MASTER_SECRET_ARN]
     secret = secretsmanager_backends["123456789012"][REGION].secrets[arn]
+    assert isinstance(secret, FakeSecret)
     secret.last_rotation_date = int(time.time()) - 45 * 86400
     code, results = run(deployed, "--read-only")
     row = by_name(results)["aws: secret rotation"]
     assert code == 1 and "MasterSecret: last rotated 45 d ago, schedule is every 30 d" in row.detail
 
 
-def test_without_credentials_it_says_so_instead_of_no_service_url(monkeypatch, capsys):
+def test_without_credentials_it_says_so_instead_of_no_service_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
@@ -394,7 +409,7 @@ def test_without_credentials_it_says_so_instead_of_no_service_url(monkeypatch, c
     assert "no AWS credentials found" in err and "no service URL" not in err
 
 
-def _aurora(force_ssl: str) -> tuple[object, str]:
+def _aurora(force_ssl: str) -> tuple[Any, str]:
     session = boto3.session.Session(region_name=REGION)
     rds = session.client("rds")
     rds.create_db_cluster_parameter_group(
@@ -428,7 +443,7 @@ def _aurora(force_ssl: str) -> tuple[object, str]:
     return rds, "conv-cluster"
 
 
-def test_an_aurora_cluster_is_checked_member_by_member():
+def test_an_aurora_cluster_is_checked_member_by_member() -> None:
     with mock_aws():
         rds, cluster = _aurora("1")
         summary = verify._cluster(rds, cluster)
@@ -438,7 +453,7 @@ def test_an_aurora_cluster_is_checked_member_by_member():
             verify._cluster(rds, cluster)
 
 
-def test_an_aurora_cluster_without_forced_tls_fails():
+def test_an_aurora_cluster_without_forced_tls_fails() -> None:
     with mock_aws():
         rds, cluster = _aurora("0")
         with pytest.raises(verify.CheckFailed, match=r"rds\.force_ssl is 0"):

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+from devtools.postgres import scalar
 from devtools.serving import serve
 from scripts import verify_deployment as verify
-from tests.support.service import TOKEN, make_settings
+from tests.support.service import TOKEN, MigratedDatabase, make_settings
 
 
 @pytest.fixture
-def live_url(clean_db):
+def live_url(clean_db: MigratedDatabase) -> Iterator[str]:
     with serve(make_settings(clean_db.app)) as url:
         yield url
 
 
-def rows(results):
+def rows(results: list[verify.Check]) -> dict[str, verify.Check]:
     return {r.name: r for r in results}
 
 
-def test_every_http_check_passes_and_the_round_trip_cleans_up(live_url, clean_db, capsys):
+def test_every_http_check_passes_and_the_round_trip_cleans_up(
+    live_url: str, clean_db: MigratedDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Given the service on a migrated database
     # When the script runs in local mode
     code = verify.main(["--url", live_url, "--token", TOKEN])
@@ -34,10 +38,10 @@ def test_every_http_check_passes_and_the_round_trip_cleans_up(live_url, clean_db
     assert "4 passed, 0 failed" in out
     assert TOKEN not in out
     with psycopg.connect(clean_db.admin) as conn:
-        assert conn.execute("SELECT count(*) FROM conversations").fetchone()[0] == 0
+        assert scalar(conn.execute("SELECT count(*) FROM conversations")) == 0
 
 
-def test_json_output_for_machines(live_url, capsys):
+def test_json_output_for_machines(live_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = verify.main(["--url", live_url, "--token", TOKEN, "--json", "--read-only"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"] is True
@@ -45,7 +49,7 @@ def test_json_output_for_machines(live_url, capsys):
     assert all(c["result"] == "PASS" and c["seconds"] >= 0 for c in report["checks"])
 
 
-def test_wrong_token_fails_with_a_hint_and_exit_1(live_url, capsys):
+def test_wrong_token_fails_with_a_hint_and_exit_1(live_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = verify.main(["--url", live_url, "--token", "not-the-token-at-all"])
     out = capsys.readouterr().out
     assert code == 1
@@ -55,7 +59,7 @@ def test_wrong_token_fails_with_a_hint_and_exit_1(live_url, capsys):
     assert "not-the-token-at-all" not in out
 
 
-def test_database_down_fails_health_but_not_liveness(clean_db):
+def test_database_down_fails_health_but_not_liveness(clean_db: MigratedDatabase) -> None:
     dead = " ".join(p if not p.startswith("port=") else "port=9" for p in clean_db.app.split())
     with serve(make_settings(dead, pool_min_size=0, pool_timeout=1.0)) as url:
         results = verify.verify(verify.Target(url=url, token=TOKEN), aws=None)
@@ -67,14 +71,14 @@ def test_database_down_fails_health_but_not_liveness(clean_db):
     assert "HTTP 503" in by_name["http: write round trip"].detail
 
 
-def test_schema_behind_is_reported(live_url):
+def test_schema_behind_is_reported(live_url: str) -> None:
     target = verify.Target(url=live_url, token=TOKEN, stack_outputs={"Data": {"SchemaVersion": "99"}})
     by_name = rows(verify.verify(target, aws=None, read_only=True))
     assert by_name["http: /health"].result == "FAIL"
     assert "expected 99" in by_name["http: /health"].detail
 
 
-def test_unreachable_service_fails_every_http_check_with_a_hint():
+def test_unreachable_service_fails_every_http_check_with_a_hint() -> None:
     from devtools.net import free_port
 
     results = verify.verify(verify.Target(url=f"http://127.0.0.1:{free_port()}", token=TOKEN), aws=None)
@@ -82,7 +86,7 @@ def test_unreachable_service_fails_every_http_check_with_a_hint():
     assert "cannot connect" in results[0].detail and results[0].hint
 
 
-def test_wait_retries_until_the_deadline_with_progress(capsys):
+def test_wait_retries_until_the_deadline_with_progress(capsys: pytest.CaptureFixture[str]) -> None:
     from devtools.net import free_port
 
     lines: list[str] = []

@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.support.service import EMBEDDING_DIMENSION
+from tests.support.service import EMBEDDING_DIMENSION, MigratedDatabase
 
 
-def create(client, **body):
+def create(client: TestClient, **body: Any) -> dict[str, Any]:
     response = client.post("/conversations", json=body)
     assert response.status_code == 201, response.text
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
-def append(client, cid, role="user", content="hello", **extra):
+def append(client: TestClient, cid: str, role: str = "user", content: str = "hello", **extra: Any) -> dict[str, Any]:
     response = client.post(f"/conversations/{cid}/messages", json={"role": role, "content": content, **extra})
     assert response.status_code == 201, response.text
-    return response.json()
+    appended: dict[str, Any] = response.json()
+    return appended
 
 
 # ------------------------------------------------------------------ health
 
 
-def test_live_answers_without_auth(anon_client):
+def test_live_answers_without_auth(anon_client: TestClient) -> None:
     response = anon_client.get("/health/live")
     assert response.status_code == 200
     assert response.json() == {"status": "alive"}
 
 
-def test_health_reports_database_versions_and_an_estimate(anon_client, client):
+def test_health_reports_database_versions_and_an_estimate(anon_client: TestClient, client: TestClient) -> None:
     create(client, title="one")
     body = anon_client.get("/health").json()
     assert body["status"] == "healthy"
@@ -59,7 +64,7 @@ def test_health_reports_database_versions_and_an_estimate(anon_client, client):
         ("post", "/search/similar"),
     ],
 )
-def test_every_data_route_needs_the_token(anon_client, method, path):
+def test_every_data_route_needs_the_token(anon_client: TestClient, method: str, path: str) -> None:
     response = getattr(anon_client, method)(path)
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
@@ -67,7 +72,7 @@ def test_every_data_route_needs_the_token(anon_client, method, path):
 
 
 @pytest.mark.parametrize("header", ["Bearer wrong-token", "Basic abc", "Bearer", "test-token-" + "x" * 20])
-def test_wrong_token_or_scheme_is_401(anon_client, header):
+def test_wrong_token_or_scheme_is_401(anon_client: TestClient, header: Any) -> None:
     response = anon_client.get("/conversations", headers={"Authorization": header})
     assert response.status_code == 401
 
@@ -75,7 +80,7 @@ def test_wrong_token_or_scheme_is_401(anon_client, header):
 # ------------------------------------------------------------------ create / read
 
 
-def test_create_with_generated_id_and_initial_messages(client):
+def test_create_with_generated_id_and_initial_messages(client: TestClient) -> None:
     body = create(
         client,
         settings={"model": "m"},
@@ -89,14 +94,14 @@ def test_create_with_generated_id_and_initial_messages(client):
     assert body["settings"] == {"model": "m"} and body["metadata"] == {"k": 1}
 
 
-def test_create_with_caller_id_and_conflict(client):
+def test_create_with_caller_id_and_conflict(client: TestClient) -> None:
     create(client, conversation_id="conv-1", title="t")
     response = client.post("/conversations", json={"conversation_id": "conv-1"})
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"
 
 
-def test_get_returns_messages_in_order_and_the_last_n(client):
+def test_get_returns_messages_in_order_and_the_last_n(client: TestClient) -> None:
     cid = create(client)["conversation_id"]
     for i in range(5):
         append(client, cid, content=f"m{i}")
@@ -107,7 +112,7 @@ def test_get_returns_messages_in_order_and_the_last_n(client):
     assert last["message_count"] == 5
 
 
-def test_missing_conversation_is_404_on_every_route(client):
+def test_missing_conversation_is_404_on_every_route(client: TestClient) -> None:
     for response in (
         client.get("/conversations/nope"),
         client.patch("/conversations/nope", json={"title": "x"}),
@@ -119,7 +124,7 @@ def test_missing_conversation_is_404_on_every_route(client):
         assert response.json()["error"] == "not_found"
 
 
-def test_unknown_route_is_a_json_404(client):
+def test_unknown_route_is_a_json_404(client: TestClient) -> None:
     response = client.get("/no/such/route")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
@@ -128,7 +133,7 @@ def test_unknown_route_is_a_json_404(client):
 # ------------------------------------------------------------------ list
 
 
-def test_list_is_recent_first_with_a_working_cursor(client):
+def test_list_is_recent_first_with_a_working_cursor(client: TestClient) -> None:
     ids = [create(client, conversation_id=f"c{i}", title=f"t{i}")["conversation_id"] for i in range(5)]
     append(client, "c1", content="bump")  # c1 becomes the most recent
     first = client.get("/conversations", params={"limit": 2}).json()
@@ -150,14 +155,14 @@ def test_list_is_recent_first_with_a_working_cursor(client):
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101}, {"limit": "x"}])
-def test_list_limit_is_validated(client, params):
+def test_list_limit_is_validated(client: TestClient, params: dict[str, Any]) -> None:
     response = client.get("/conversations", params=params)
     assert response.status_code == 422
     assert response.json()["error"] == "validation_error"
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "eyJ4IjoxfQ", "WyJub3QtYS1kYXRlIiwiYyJd", "%%%"])
-def test_bad_cursor_is_400(client, cursor):
+def test_bad_cursor_is_400(client: TestClient, cursor: str) -> None:
     response = client.get("/conversations", params={"cursor": cursor})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_cursor"
@@ -166,14 +171,14 @@ def test_bad_cursor_is_400(client, cursor):
 # ------------------------------------------------------------------ update / delete
 
 
-def test_patch_replaces_given_fields_only(client):
+def test_patch_replaces_given_fields_only(client: TestClient) -> None:
     cid = create(client, title="old", settings={"a": 1}, metadata={"m": 1})["conversation_id"]
     body = client.patch(f"/conversations/{cid}", json={"title": "new", "metadata": {"m": 2}}).json()
     assert body["title"] == "new" and body["settings"] == {"a": 1} and body["metadata"] == {"m": 2}
     assert client.get(f"/conversations/{cid}").json()["title"] == "new"
 
 
-def test_delete_removes_conversation_and_messages(client):
+def test_delete_removes_conversation_and_messages(client: TestClient) -> None:
     cid = create(client, messages=[{"role": "user", "content": "bye"}])["conversation_id"]
     assert client.delete(f"/conversations/{cid}").status_code == 204
     assert client.get(f"/conversations/{cid}").status_code == 404
@@ -183,7 +188,7 @@ def test_delete_removes_conversation_and_messages(client):
 # ------------------------------------------------------------------ messages
 
 
-def test_append_sets_title_from_first_user_message_only(client):
+def test_append_sets_title_from_first_user_message_only(client: TestClient) -> None:
     cid = create(client)["conversation_id"]
     append(client, cid, role="system", content="You are helpful.")
     assert client.get(f"/conversations/{cid}").json()["title"] is None
@@ -199,21 +204,21 @@ def test_append_sets_title_from_first_user_message_only(client):
     assert len(title) == 80 and "more" not in title
 
 
-def test_a_title_is_the_first_line_of_the_first_user_message_not_all_its_lines(client):
+def test_a_title_is_the_first_line_of_the_first_user_message_not_all_its_lines(client: TestClient) -> None:
     cid = create(client, messages=[{"role": "user", "content": "Deploy question\nStack trace:\n  at foo()"}])[
         "conversation_id"
     ]
     assert client.get(f"/conversations/{cid}").json()["title"] == "Deploy question"
 
 
-def test_append_returns_the_stored_message(client):
+def test_append_returns_the_stored_message(client: TestClient) -> None:
     cid = create(client, title="t")["conversation_id"]
     message = append(client, cid, role="assistant", content="answer", metadata={"citations": [{"doc": "a.pdf"}]})
     assert message["seq"] == 1 and message["role"] == "assistant" and message["has_embedding"] is False
     assert message["metadata"] == {"citations": [{"doc": "a.pdf"}]}
 
 
-def test_message_pages_oldest_first(client):
+def test_message_pages_oldest_first(client: TestClient) -> None:
     cid = create(client)["conversation_id"]
     for i in range(7):
         append(client, cid, content=f"m{i}")
@@ -227,13 +232,13 @@ def test_message_pages_oldest_first(client):
     assert seen == [f"m{i}" for i in range(7)]
 
 
-def test_bad_message_cursor_is_rejected(client):
+def test_bad_message_cursor_is_rejected(client: TestClient) -> None:
     cid = create(client)["conversation_id"]
     assert client.get(f"/conversations/{cid}/messages", params={"after": "abc"}).status_code == 422
     assert client.get(f"/conversations/{cid}/messages", params={"after": -1}).status_code == 422
 
 
-def test_ten_megabyte_message_round_trips_byte_for_byte(client):
+def test_ten_megabyte_message_round_trips_byte_for_byte(client: TestClient) -> None:
     content = ("0123456789abcdef" * 65536) * 10  # 10 MiB
     content = content[:-4] + "é€😀"
     cid = create(client, title="big")["conversation_id"]
@@ -242,7 +247,7 @@ def test_ten_megabyte_message_round_trips_byte_for_byte(client):
     assert got.encode("utf-8") == content.encode("utf-8")
 
 
-def test_unicode_everywhere(client):
+def test_unicode_everywhere(client: TestClient) -> None:
     cid = create(client, conversation_id="会話-😀-ß", title="Привет 👋", metadata={"ключ": "значение"})[
         "conversation_id"
     ]
@@ -269,7 +274,7 @@ def test_unicode_everywhere(client):
         ({"role": "user", "content": "x", "embedding": [1.0]}, 422, "validation_error"),
     ],
 )
-def test_invalid_message_bodies(client, body, status, code):
+def test_invalid_message_bodies(client: TestClient, body: dict[str, Any], status: int, code: str) -> None:
     cid = create(client)["conversation_id"]
     response = client.post(f"/conversations/{cid}/messages", json=body)
     assert response.status_code == status, response.text
@@ -277,13 +282,13 @@ def test_invalid_message_bodies(client, body, status, code):
     assert "nul\x00" not in response.text  # inputs are never echoed back
 
 
-def test_malformed_json_is_400(client):
+def test_malformed_json_is_400(client: TestClient) -> None:
     response = client.post("/conversations", content=b'{"title": ', headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_json"
 
 
-def test_invalid_utf8_is_400(client):
+def test_invalid_utf8_is_400(client: TestClient) -> None:
     response = client.post(
         "/conversations", content=b'{"title": "\xff\xfe"}', headers={"Content-Type": "application/json"}
     )
@@ -291,13 +296,13 @@ def test_invalid_utf8_is_400(client):
 
 
 @pytest.mark.parametrize("cid", ["a/b", " padded", "x" * 256, "tab\there"])
-def test_invalid_conversation_ids_are_422(client, cid):
+def test_invalid_conversation_ids_are_422(client: TestClient, cid: Any) -> None:
     response = client.post("/conversations", json={"conversation_id": cid})
     assert response.status_code == 422
 
 
-def test_deeply_nested_metadata_is_422(client):
-    nested: dict = {}
+def test_deeply_nested_metadata_is_422(client: TestClient) -> None:
+    nested: dict[str, Any] = {}
     node = nested
     for _ in range(50):
         node["n"] = {}
@@ -306,7 +311,7 @@ def test_deeply_nested_metadata_is_422(client):
     assert response.status_code == 422
 
 
-def test_body_over_the_limit_is_413(clean_db):
+def test_body_over_the_limit_is_413(clean_db: MigratedDatabase) -> None:
     from fastapi.testclient import TestClient
 
     from conversations.api import create_app
@@ -319,7 +324,7 @@ def test_body_over_the_limit_is_413(clean_db):
         assert response.json()["error"] == "payload_too_large"
 
         # A chunked body with no Content-Length is counted as it arrives.
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             yield b'{"title": "'
             for _ in range(10):
                 yield b"y" * 1000
@@ -333,7 +338,7 @@ def test_body_over_the_limit_is_413(clean_db):
 # ------------------------------------------------------------------ search
 
 
-def test_full_text_search_finds_messages_and_links_conversations(client):
+def test_full_text_search_finds_messages_and_links_conversations(client: TestClient) -> None:
     a = create(client, title="a", messages=[{"role": "user", "content": "How do I tune autovacuum on RDS?"}])
     create(client, title="b", messages=[{"role": "user", "content": "Unrelated question about lunch"}])
     items = client.get("/search", params={"q": "autovacuum"}).json()["items"]
@@ -342,7 +347,7 @@ def test_full_text_search_finds_messages_and_links_conversations(client):
     assert items[0]["seq"] == 1
 
 
-def test_search_in_a_message_over_one_megabyte(client):
+def test_search_in_a_message_over_one_megabyte(client: TestClient) -> None:
     big = "needle " + ("lorem ipsum dolor " * 120_000)  # ~2 MB
     cid = create(client, title="big")["conversation_id"]
     append(client, cid, role="assistant", content=big)
@@ -351,12 +356,12 @@ def test_search_in_a_message_over_one_megabyte(client):
 
 
 @pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "x" * 1001}, {"q": "a", "limit": 0}])
-def test_search_input_is_validated(client, params):
+def test_search_input_is_validated(client: TestClient, params: Any) -> None:
     assert client.get("/search", params=params).status_code == 422
 
 
-def test_similarity_search_orders_by_cosine_distance(client):
-    def vec(*head):
+def test_similarity_search_orders_by_cosine_distance(client: TestClient) -> None:
+    def vec(*head: float) -> list[float]:
         return list(head) + [0.0] * (EMBEDDING_DIMENSION - len(head))
 
     cid = create(client, title="v")["conversation_id"]
@@ -375,7 +380,7 @@ def test_similarity_search_orders_by_cosine_distance(client):
 # ------------------------------------------------------------------ user scoping
 
 
-def test_users_see_only_their_own_conversations(client):
+def test_users_see_only_their_own_conversations(client: TestClient) -> None:
     alice = {"X-User-Id": "alice"}
     bob = {"X-User-Id": "bob"}
     mine = client.post(
@@ -406,7 +411,7 @@ def test_users_see_only_their_own_conversations(client):
 # ------------------------------------------------------------------ database unavailable
 
 
-def test_database_unavailable_is_503_with_retry_after(clean_db):
+def test_database_unavailable_is_503_with_retry_after(clean_db: MigratedDatabase) -> None:
     from fastapi.testclient import TestClient
 
     from conversations.api import create_app
@@ -428,13 +433,13 @@ def test_database_unavailable_is_503_with_retry_after(clean_db):
 # ------------------------------------------------------------------ docs and logs
 
 
-def test_openapi_and_docs_are_served(anon_client):
+def test_openapi_and_docs_are_served(anon_client: TestClient) -> None:
     spec = anon_client.get("/openapi.json").json()
     assert "/conversations/{conversation_id}/messages" in spec["paths"]
     assert anon_client.get("/docs").status_code == 200
 
 
-def test_openapi_documents_what_the_token_middleware_reads_on_every_guarded_path(anon_client):
+def test_openapi_documents_what_the_token_middleware_reads_on_every_guarded_path(anon_client: TestClient) -> None:
     """The token and X-User-Id are read by TokenMiddleware, not by route parameters: the
     document still shows both, on exactly the paths the middleware guards."""
     spec = anon_client.get("/openapi.json").json()
@@ -460,7 +465,7 @@ def test_openapi_documents_what_the_token_middleware_reads_on_every_guarded_path
         assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
 
 
-def test_a_bad_x_user_id_or_idempotency_key_is_a_400(client):
+def test_a_bad_x_user_id_or_idempotency_key_is_a_400(client: TestClient) -> None:
     for bad in ("", "a\x07b", "x" * 256):
         response = client.get("/conversations", headers={"X-User-Id": bad})
         assert response.status_code == 400, bad
@@ -470,7 +475,7 @@ def test_a_bad_x_user_id_or_idempotency_key_is_a_400(client):
         assert refused.json()["message"] == "Idempotency-Key must be 1-255 printable characters"
 
 
-def test_logs_are_json_lines_without_content_or_token(client, capsys):
+def test_logs_are_json_lines_without_content_or_token(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
     from conversations import logs
@@ -490,12 +495,12 @@ def test_logs_are_json_lines_without_content_or_token(client, capsys):
     assert "test-token" not in out
 
 
-def test_request_id_is_returned(client):
+def test_request_id_is_returned(client: TestClient) -> None:
     response = client.get("/conversations", headers={"X-Request-Id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
 
 
-def test_messages_page_backwards_from_the_newest(client):
+def test_messages_page_backwards_from_the_newest(client: TestClient) -> None:
     cid = create(client)["conversation_id"]
     for i in range(7):
         append(client, cid, content=f"m{i}")
@@ -509,7 +514,7 @@ def test_messages_page_backwards_from_the_newest(client):
     assert both.status_code == 400
 
 
-def test_web_page_and_assets_are_served_with_a_strict_policy(anon_client):
+def test_web_page_and_assets_are_served_with_a_strict_policy(anon_client: TestClient) -> None:
     page = anon_client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     policy = page.headers["content-security-policy"]

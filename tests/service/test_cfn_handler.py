@@ -7,6 +7,9 @@ import json
 import logging
 import secrets
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,11 +19,12 @@ from conversations.cfn_handler import SchemaError, handler
 from conversations.embedded import ensure_rds_master
 from conversations.migrate import LEDGER_TABLE, load_migrations
 from devtools.lambda_context import LambdaContext
+from devtools.postgres import PostgresServer, scalar
 from tests.support.cloudformation import APP_ROLE, schema_event
 from tests.support.service import drop_roles
 
 
-def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
+def test_create_migrates_and_creates_the_app_role(pg: PostgresServer, stack_secrets: dict[str, Any]) -> None:
     result = handler(schema_event("Create", stack_secrets), LambdaContext())
     latest = load_migrations()[-1].version
     assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
@@ -28,10 +32,12 @@ def test_create_migrates_and_creates_the_app_role(pg, stack_secrets):
     assert result["Data"]["PgvectorVersion"]
     assert len(json.dumps(result)) < 4096
     with psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, stack_secrets["app_password"])) as app:
-        assert app.execute("SELECT count(*) FROM conversations").fetchone()[0] == 0
+        assert scalar(app.execute("SELECT count(*) FROM conversations")) == 0
 
 
-def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, secretsmanager):
+def test_update_is_idempotent_and_rotates_the_app_password(
+    pg: PostgresServer, stack_secrets: dict[str, Any], secretsmanager: Any
+) -> None:
     first = handler(schema_event("Create", stack_secrets), LambdaContext())
     new_password = secrets.token_urlsafe(18)
     secretsmanager.put_secret_value(
@@ -45,7 +51,7 @@ def test_update_is_idempotent_and_rotates_the_app_password(pg, stack_secrets, se
     psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, new_password)).close()
 
 
-def test_delete_leaves_schema_and_data_alone(pg, stack_secrets):
+def test_delete_leaves_schema_and_data_alone(pg: PostgresServer, stack_secrets: dict[str, Any]) -> None:
     handler(schema_event("Create", stack_secrets), LambdaContext())
     with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
         conn.execute("INSERT INTO conversations (conversation_id) VALUES ('keep-me')")
@@ -53,10 +59,10 @@ def test_delete_leaves_schema_and_data_alone(pg, stack_secrets):
     assert result["PhysicalResourceId"] == f"conversations-schema:{stack_secrets['db']}"
     with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
         assert conn.execute("SELECT conversation_id FROM conversations").fetchall() == [("keep-me",)]
-        assert conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE}").fetchone()[0] > 0
+        assert scalar(conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE}")) > 0
 
 
-def test_delete_never_reads_secrets_or_connects(secretsmanager):
+def test_delete_never_reads_secrets_or_connects(secretsmanager: Any) -> None:
     # Secrets that do not exist and no database: Delete still succeeds at once.
     result = handler(
         {
@@ -68,7 +74,7 @@ def test_delete_never_reads_secrets_or_connects(secretsmanager):
     assert result == {"PhysicalResourceId": "conversations-schema:ragdb"}
 
 
-def assert_safe_failure(exc_info: pytest.ExceptionInfo, *secret_values: str) -> str:
+def assert_safe_failure(exc_info: pytest.ExceptionInfo[BaseException], *secret_values: str) -> str:
     message = str(exc_info.value)
     assert 0 < len(message) <= cfn_handler.MAX_REASON_CHARS
     for value in secret_values:
@@ -76,7 +82,9 @@ def assert_safe_failure(exc_info: pytest.ExceptionInfo, *secret_values: str) -> 
     return message
 
 
-def test_wrong_master_password_fails_fast_without_leaking_it(pg, stack_secrets, secretsmanager, caplog):
+def test_wrong_master_password_fails_fast_without_leaking_it(
+    pg: PostgresServer, stack_secrets: dict[str, Any], secretsmanager: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     wrong = "Wr0ng-" + secrets.token_urlsafe(12)
     secretsmanager.put_secret_value(
         SecretId=stack_secrets["master"],
@@ -98,7 +106,7 @@ def test_wrong_master_password_fails_fast_without_leaking_it(pg, stack_secrets, 
     assert wrong not in caplog.text and stack_secrets["app_password"] not in caplog.text
 
 
-def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets, secretsmanager):
+def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets: dict[str, Any], secretsmanager: Any) -> None:
     import time
 
     secretsmanager.put_secret_value(
@@ -115,7 +123,7 @@ def test_unreachable_host_fails_within_the_connect_timeout(stack_secrets, secret
     assert "cannot reach or use database 127.0.0.1:9/ragdb" in message
 
 
-def test_missing_secret_and_bad_properties_are_reported(stack_secrets):
+def test_missing_secret_and_bad_properties_are_reported(stack_secrets: dict[str, Any]) -> None:
     with pytest.raises(SchemaError, match="cannot read secret MasterSecretArn: ResourceNotFoundException"):
         handler(schema_event("Create", stack_secrets, MasterSecretArn="arn:aws:secretsmanager:eu-west-1:1:secret:nope"))
     with pytest.raises(SchemaError, match="resource property AppSecretArn is required"):
@@ -124,7 +132,9 @@ def test_missing_secret_and_bad_properties_are_reported(stack_secrets):
         handler(schema_event("Create", stack_secrets, EmbeddingDimension="big"))
 
 
-def test_failing_migration_is_reported_with_the_file_name(stack_secrets, tmp_path, monkeypatch):
+def test_failing_migration_is_reported_with_the_file_name(
+    stack_secrets: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "0001_broken.sql").write_text("CREATE TABLE x (id int); SELEKT 1;")
     monkeypatch.setenv("MIGRATIONS_DIR", str(tmp_path))
     with pytest.raises(SchemaError) as exc_info:
@@ -133,7 +143,7 @@ def test_failing_migration_is_reported_with_the_file_name(stack_secrets, tmp_pat
     assert "0001_broken.sql failed" in message and "SELEKT" in message
 
 
-def test_handler_module_imports_no_web_framework():
+def test_handler_module_imports_no_web_framework() -> None:
     import subprocess
 
     code = (
@@ -151,10 +161,10 @@ class RotatesAfterFirstRead:
     """Secrets Manager as the handler sees it while the master secret's rotation finishes
     between the handler's read and its login: the password it read is already stale."""
 
-    def __init__(self, client, master_arn: str, rotate) -> None:
+    def __init__(self, client: Any, master_arn: str, rotate: Callable[[], None]) -> None:
         self.client, self.master_arn, self.rotate, self.reads = client, master_arn, rotate, 0
 
-    def get_secret_value(self, **kwargs):
+    def get_secret_value(self, **kwargs: Any) -> Any:
         value = self.client.get_secret_value(**kwargs)
         if kwargs["SecretId"] == self.master_arn:
             self.reads += 1
@@ -163,7 +173,9 @@ class RotatesAfterFirstRead:
         return value
 
 
-def test_a_master_password_rotated_under_the_handler_is_read_again_once(pg, stack_secrets, secretsmanager):
+def test_a_master_password_rotated_under_the_handler_is_read_again_once(
+    pg: PostgresServer, stack_secrets: dict[str, Any], secretsmanager: Any
+) -> None:
     # Given a master login of its own, RDS-like, owning the database (the shared master keeps its password)
     master_user, old, new = f"master_{secrets.token_hex(3)}", secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
@@ -195,7 +207,9 @@ def test_a_master_password_rotated_under_the_handler_is_read_again_once(pg, stac
             conn.execute(f"DROP ROLE {master_user}")
 
 
-def test_a_wrong_master_password_is_read_again_only_once(pg, stack_secrets, secretsmanager):
+def test_a_wrong_master_password_is_read_again_only_once(
+    pg: PostgresServer, stack_secrets: dict[str, Any], secretsmanager: Any
+) -> None:
     secretsmanager.put_secret_value(
         SecretId=stack_secrets["master"],
         SecretString=json.dumps(

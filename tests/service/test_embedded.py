@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -11,9 +12,10 @@ from fastapi.testclient import TestClient
 from conversations.api import create_app
 from conversations.embedded import APP_ROLE, stop_embedded
 from conversations.settings import Settings
+from devtools.postgres import scalar
 
 
-def test_embedded_default_serves_migrates_and_keeps_data_across_restarts(tmp_path):
+def test_embedded_default_serves_migrates_and_keeps_data_across_restarts(tmp_path: Path) -> None:
     settings = Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path / "local"), "EMBEDDING_DIMENSION": "8"})
     headers = {"Authorization": f"Bearer {settings.api_token}"}
     try:
@@ -25,9 +27,9 @@ def test_embedded_default_serves_migrates_and_keeps_data_across_restarts(tmp_pat
         # The service runs as the least-privilege role, not the superuser.
         with TestClient(create_app(settings), headers=headers) as client:
             assert client.get("/conversations/kept").status_code == 200
-            store = client.app.state.service.store
+            store = client.app.state.service.store  # type: ignore[attr-defined]
             with store.pool.connection() as conn:
-                assert conn.execute("SELECT current_user").fetchone()[0] == APP_ROLE
+                assert scalar(conn.execute("SELECT current_user")) == APP_ROLE
                 try:
                     conn.execute("CREATE TABLE nope (id int)")
                     raise AssertionError("the app role could create a table")
@@ -41,7 +43,7 @@ def test_embedded_default_serves_migrates_and_keeps_data_across_restarts(tmp_pat
         stop_embedded(tmp_path / "local")
 
 
-def test_a_data_directory_of_another_major_version_is_refused_with_the_way_out(tmp_path):
+def test_a_data_directory_of_another_major_version_is_refused_with_the_way_out(tmp_path: Path) -> None:
     from conversations.embedded import EmbeddedDataError, local_major, start_server
 
     pgdata = tmp_path / "local" / "pgdata"
@@ -54,7 +56,9 @@ def test_a_data_directory_of_another_major_version_is_refused_with_the_way_out(t
     assert f"mv {pgdata} {pgdata}-16" in message
 
 
-def test_make_up_migrates_as_a_master_that_is_not_a_superuser_and_adopts_an_older_local_database(tmp_path):
+def test_make_up_migrates_as_a_master_that_is_not_a_superuser_and_adopts_an_older_local_database(
+    tmp_path: Path,
+) -> None:
     from conversations.embedded import DATABASE_NAME, MASTER_USER, start_embedded, start_server
     from conversations.migrate import ensure_app_role, migrate
 
@@ -88,7 +92,7 @@ def test_make_up_migrates_as_a_master_that_is_not_a_superuser_and_adopts_an_olde
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the directory to the package's system user")
-def test_a_local_database_owned_by_the_previous_packages_user_is_handed_over(tmp_path):
+def test_a_local_database_owned_by_the_previous_packages_user_is_handed_over(tmp_path: Path) -> None:
     from conversations.embedded import start_server
 
     data_dir = tmp_path / "local"
@@ -107,7 +111,7 @@ def test_a_local_database_owned_by_the_previous_packages_user_is_handed_over(tmp
 
 
 @pytest.mark.parametrize("left_behind", ["postgresql.conf", "PG_VERSION"])
-def test_an_initdb_stopped_by_ctrl_c_is_started_afresh(tmp_path, left_behind):
+def test_an_initdb_stopped_by_ctrl_c_is_started_afresh(tmp_path: Path, left_behind: str) -> None:
     """initdb refuses a non-empty directory, and with PG_VERSION the package skips it: either way
     the next `make up` failed until the directory was removed by hand."""
     from conversations.embedded import local_major, start_server

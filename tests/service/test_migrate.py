@@ -22,7 +22,7 @@ from conversations.migrate import (
     parse_migration_set,
     plan,
 )
-from devtools.postgres import PostgresServer
+from devtools.postgres import PostgresServer, scalar
 from tests.support.service import drop_roles
 
 
@@ -35,7 +35,7 @@ def as_superuser(pg: PostgresServer, db: str) -> psycopg.Connection:
     return psycopg.connect(pg.conninfo(db), autocommit=True)
 
 
-def test_applies_every_file_in_order_and_records_checksums(pg, empty_db):
+def test_applies_every_file_in_order_and_records_checksums(pg: PostgresServer, empty_db: str) -> None:
     with connect(pg, empty_db) as conn:
         result = migrate(conn)
         ledger = conn.execute(f"SELECT version, name, checksum FROM {LEDGER_TABLE} ORDER BY version").fetchall()
@@ -46,7 +46,7 @@ def test_applies_every_file_in_order_and_records_checksums(pg, empty_db):
     assert result.pgvector_version
 
 
-def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg, empty_db):
+def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg: PostgresServer, empty_db: str) -> None:
     with connect(pg, empty_db) as conn:
         migrate(conn)
         # The query operators run by hand keeps working.
@@ -63,9 +63,11 @@ def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg, empty
                 "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('conversations', 'messages')"
             )
         }
-        dim = conn.execute(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = 'embedding'"
-        ).fetchone()[0]
+        dim = scalar(
+            conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = 'embedding'"
+            )
+        )
     assert {
         "conversation_id",
         "user_id",
@@ -85,7 +87,7 @@ def test_schema_has_the_operator_columns_indexes_and_default_dimension(pg, empty
     assert dim == 1536
 
 
-def test_rerun_is_a_no_op(pg, empty_db):
+def test_rerun_is_a_no_op(pg: PostgresServer, empty_db: str) -> None:
     with connect(pg, empty_db) as conn:
         migrate(conn)
         before = conn.execute(f"SELECT version, applied_at FROM {LEDGER_TABLE} ORDER BY version").fetchall()
@@ -95,7 +97,7 @@ def test_rerun_is_a_no_op(pg, empty_db):
     assert before == after
 
 
-def test_concurrent_runs_serialise_and_apply_each_file_once(pg, empty_db):
+def test_concurrent_runs_serialise_and_apply_each_file_once(pg: PostgresServer, empty_db: str) -> None:
     results, errors = [], []
     barrier = threading.Barrier(4)
 
@@ -116,7 +118,7 @@ def test_concurrent_runs_serialise_and_apply_each_file_once(pg, empty_db):
     applied = [name for r in results for name in r.applied]
     assert sorted(applied) == sorted(m.path.name for m in load_migrations())
     with connect(pg, empty_db) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE}").fetchone()[0] == len(load_migrations())
+        assert scalar(conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE}")) == len(load_migrations())
 
 
 def copy_migrations(tmp_path: Path) -> Path:
@@ -125,7 +127,7 @@ def copy_migrations(tmp_path: Path) -> Path:
     return target
 
 
-def test_edited_applied_file_is_an_error(pg, empty_db, tmp_path):
+def test_edited_applied_file_is_an_error(pg: PostgresServer, empty_db: str, tmp_path: Path) -> None:
     directory = copy_migrations(tmp_path)
     with connect(pg, empty_db) as conn:
         migrate(conn, migrations_dir=directory)
@@ -135,7 +137,9 @@ def test_edited_applied_file_is_an_error(pg, empty_db, tmp_path):
             migrate(conn, migrations_dir=directory)
 
 
-def test_new_file_is_applied_and_a_failing_one_rolls_back_alone(pg, empty_db, tmp_path):
+def test_new_file_is_applied_and_a_failing_one_rolls_back_alone(
+    pg: PostgresServer, empty_db: str, tmp_path: Path
+) -> None:
     directory = copy_migrations(tmp_path)
     with connect(pg, empty_db) as conn:
         migrate(conn, migrations_dir=directory)
@@ -145,23 +149,25 @@ def test_new_file_is_applied_and_a_failing_one_rolls_back_alone(pg, empty_db, tm
         with pytest.raises(MigrationError, match=r"0901_broken\.sql failed"):
             migrate(conn, migrations_dir=directory)
         # The failed file left nothing behind and is not recorded.
-        assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
-        assert conn.execute(f"SELECT max(version) FROM {LEDGER_TABLE}").fetchone()[0] == 900
+        assert scalar(conn.execute("SELECT to_regclass('half_done')")) is None
+        assert scalar(conn.execute(f"SELECT max(version) FROM {LEDGER_TABLE}")) == 900
 
 
-def test_badly_named_file_is_refused(tmp_path):
+def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     directory = copy_migrations(tmp_path)
     (directory / "5_oops.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"must look like 0001_name\.sql"):
         load_migrations(directory)
 
 
-def test_embedding_dimension_comes_from_configuration_and_is_checked(pg, empty_db):
+def test_embedding_dimension_comes_from_configuration_and_is_checked(pg: PostgresServer, empty_db: str) -> None:
     with connect(pg, empty_db) as conn:
         migrate(conn, embedding_dimension=384)
-        dim = conn.execute(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = 'embedding'"
-        ).fetchone()[0]
+        dim = scalar(
+            conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attname = 'embedding'"
+            )
+        )
         assert dim == 384
         with pytest.raises(MigrationError, match="dimension 384 but 768 is configured"):
             migrate(conn, embedding_dimension=768)
@@ -169,7 +175,7 @@ def test_embedding_dimension_comes_from_configuration_and_is_checked(pg, empty_d
         migrate(None, embedding_dimension=4096)  # type: ignore[arg-type]
 
 
-def test_app_role_can_use_the_tables_but_not_change_the_schema(pg, empty_db):
+def test_app_role_can_use_the_tables_but_not_change_the_schema(pg: PostgresServer, empty_db: str) -> None:
     with connect(pg, empty_db) as conn:
         migrate(conn)
         ensure_app_role(conn, "ddl_probe_app", "first-password")
@@ -197,7 +203,9 @@ def test_app_role_can_use_the_tables_but_not_change_the_schema(pg, empty_db):
         drop_roles(pg, "ddl_probe_app")
 
 
-def test_app_password_reaches_the_server_only_as_a_scram_verifier(pg, empty_db, tmp_path):
+def test_app_password_reaches_the_server_only_as_a_scram_verifier(
+    pg: PostgresServer, empty_db: str, tmp_path: Path
+) -> None:
     """PostgreSQL logs a failed or lock-waiting ALTER ROLE with its text: the password must not be in it."""
     password = "plain-Text-password-" + "q" * 12
     trace = tmp_path / "wire.trace"
@@ -214,7 +222,7 @@ def test_app_password_reaches_the_server_only_as_a_scram_verifier(pg, empty_db, 
         assert password not in sent
         assert "SCRAM-SHA-256$" in sent
         with as_superuser(pg, empty_db) as conn:
-            stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe_app'").fetchone()[0]
+            stored = scalar(conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe_app'"))
         assert stored.startswith("SCRAM-SHA-256$")
         # And the role logs in with the password (the verifier is a real one)
         psycopg.connect(pg.conninfo(empty_db, "scram_probe_app", password)).close()
@@ -224,7 +232,7 @@ def test_app_password_reaches_the_server_only_as_a_scram_verifier(pg, empty_db, 
         drop_roles(pg, "scram_probe_app")
 
 
-def test_the_tests_migrate_as_a_master_that_is_not_a_superuser_as_on_rds(pg, empty_db):
+def test_the_tests_migrate_as_a_master_that_is_not_a_superuser_as_on_rds(pg: PostgresServer, empty_db: str) -> None:
     with connect(pg, empty_db) as conn:
         row = conn.execute(
             "SELECT rolsuper, rolcreaterole, rolcreatedb, pg_has_role(current_user, 'rds_superuser', 'MEMBER')"
@@ -232,7 +240,7 @@ def test_the_tests_migrate_as_a_master_that_is_not_a_superuser_as_on_rds(pg, emp
         ).fetchone()
         owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
         assert row == (False, True, True, True)
-        assert owner.fetchone()[0] == pg.master
+        assert scalar(owner) == pg.master
         # ...so it may not even name SUPERUSER in ALTER ROLE, which every redeploy once did
         conn.execute("CREATE ROLE probe_plain NOLOGIN")
         try:
@@ -242,7 +250,9 @@ def test_the_tests_migrate_as_a_master_that_is_not_a_superuser_as_on_rds(pg, emp
             conn.execute("DROP ROLE probe_plain")
 
 
-def test_an_app_role_holding_superuser_is_refused_with_the_statement_that_clears_it(pg, empty_db):
+def test_an_app_role_holding_superuser_is_refused_with_the_statement_that_clears_it(
+    pg: PostgresServer, empty_db: str
+) -> None:
     with connect(pg, empty_db) as conn:
         migrate(conn)
         ensure_app_role(conn, "priv_probe_app", "first-password")
@@ -265,7 +275,7 @@ def refs(*specs: tuple[int, str, str]) -> list[MigrationRef]:
     return [MigrationRef(version, name, checksum * 64) for version, name, checksum in specs]
 
 
-def test_plan_applies_exactly_the_named_set():
+def test_plan_applies_exactly_the_named_set() -> None:
     bundle = [Migration(v, f"m{v}", Path(f"{v:04d}_m{v}.sql"), f"-- {v}") for v in (1, 2, 3)]
     applied = {1: ("m1", bundle[0].checksum)}
     # Only what the set names, in order
@@ -278,7 +288,7 @@ def test_plan_applies_exactly_the_named_set():
     assert [m.version for m in plan(bundle, {}, None)[0]] == [1, 2, 3]
 
 
-def test_plan_refuses_edits_foreign_files_and_out_of_order_application():
+def test_plan_refuses_edits_foreign_files_and_out_of_order_application() -> None:
     bundle = [Migration(v, f"m{v}", Path(f"{v:04d}_m{v}.sql"), f"-- {v}") for v in (1, 2, 3)]
     with pytest.raises(MigrationError, match=r"0001_m1\.sql was edited"):
         plan(bundle, {1: ("m1", "b" * 64)}, [bundle[0].ref])
@@ -290,7 +300,7 @@ def test_plan_refuses_edits_foreign_files_and_out_of_order_application():
         plan(bundle, {3: ("m3", bundle[2].checksum)}, [bundle[1].ref])
 
 
-def test_a_migration_set_is_parsed_strictly():
+def test_a_migration_set_is_parsed_strictly() -> None:
     assert parse_migration_set(migration_set()) == [m.ref for m in load_migrations()]
     for bad in ("0001_x.sql", ["0001_x.sql"], ["1_x.sql:" + "a" * 64], ["0001_X.sql:" + "a" * 64]):
         with pytest.raises(MigrationError):

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from conversations.database import json_loads
 from conversations.models import (
@@ -32,7 +34,7 @@ TIMES = [
     datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5, minutes=30))),
     datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-8))),
 ]
-METADATA = [
+METADATA: list[dict[str, Any]] = [
     {},
     {"a": [1, 2.5, None, True, "é\u2028\u2029<script>&"], "nested": {"deep": {"x": -0.0, "y": 1e300}}},
     {"control": "\x01\x1f\x7f", "emoji": "🙂", "quote": '"\\'},
@@ -69,12 +71,12 @@ def conversation(i: int, messages: int) -> Conversation:
     )
 
 
-def pydantic_json(value: object, model: type) -> bytes:
+def pydantic_json(value: object, model: type[BaseModel]) -> bytes:
     return model.model_validate(value, from_attributes=True).model_dump_json().encode()
 
 
 @pytest.mark.parametrize("i", range(8))
-def test_rows_render_as_the_response_models_would(i):
+def test_rows_render_as_the_response_models_would(i: Any) -> None:
     assert dump_json(message(i), MessageOut) == pydantic_json(message(i), MessageOut)
     assert dump_json(conversation(i, i), ConversationOut) == pydantic_json(conversation(i, i), ConversationOut)
     fields = ("conversation_id", "user_id", "title", "created_at", "updated_at", "message_count")
@@ -89,7 +91,7 @@ def test_rows_render_as_the_response_models_would(i):
     assert dump_json({"items": [near]}, SimilarOut) == pydantic_json({"items": [near]}, SimilarOut)
 
 
-def test_what_orjson_cannot_write_goes_through_the_model():
+def test_what_orjson_cannot_write_goes_through_the_model() -> None:
     """An integer past 64 bits in metadata (jsonb keeps it exact): orjson refuses it, the model
     writes it."""
     row = message(1)
@@ -112,5 +114,5 @@ def test_what_orjson_cannot_write_goes_through_the_model():
         b'"1234567890123456789 in a string"',
     ],
 )
-def test_jsonb_is_read_as_the_standard_library_reads_it(text):
+def test_jsonb_is_read_as_the_standard_library_reads_it(text: bytes) -> None:
     assert repr(json_loads(text)) == repr(json.loads(text))

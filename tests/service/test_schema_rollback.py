@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from conversations.migrate import LEDGER_TABLE, default_migrations_dir, load_migrations
+from devtools.postgres import PostgresServer
 from tests.support.cloudformation import SchemaResourceStack, provider_answer, schema_event
 
 
@@ -27,12 +29,12 @@ def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
-def ledger(pg, db: str) -> list[int]:
+def ledger(pg: PostgresServer, db: str) -> list[int]:
     with psycopg.connect(pg.conninfo(db), autocommit=True) as conn:
         return [row[0] for row in conn.execute(f"SELECT version FROM {LEDGER_TABLE} ORDER BY version")]
 
 
-def column_exists(pg, db: str, table: str, column: str) -> bool:
+def column_exists(pg: PostgresServer, db: str, table: str, column: str) -> bool:
     with psycopg.connect(pg.conninfo(db), autocommit=True) as conn:
         row = conn.execute(
             "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s", (table, column)
@@ -40,7 +42,9 @@ def column_exists(pg, db: str, table: str, column: str) -> bool:
     return row is not None
 
 
-def test_a_failed_migration_rolls_back_to_the_old_set_and_never_applies_the_new_file(pg, stack_secrets, bundle):
+def test_a_failed_migration_rolls_back_to_the_old_set_and_never_applies_the_new_file(
+    pg: PostgresServer, stack_secrets: dict[str, Any], bundle: Path
+) -> None:
     db = stack_secrets["db"]
     n = len(load_migrations(bundle))
     # Given a stack created with N migrations
@@ -55,7 +59,7 @@ def test_a_failed_migration_rolls_back_to_the_old_set_and_never_applies_the_new_
     )
     original_send = stack._send
 
-    def send_then_mend(event):
+    def send_then_mend(event: dict[str, Any]) -> dict[str, Any]:
         answer = original_send(event)
         # ... and by the time CloudFormation rolls back, the cause has gone away (an operator, as the master)
         with psycopg.connect(pg.master_conninfo(db), autocommit=True) as conn:
@@ -77,7 +81,9 @@ def test_a_failed_migration_rolls_back_to_the_old_set_and_never_applies_the_new_
     assert ledger(pg, db) == [*before, 900] and column_exists(pg, db, "conversations", "archived")
 
 
-def test_a_rollback_after_the_migration_succeeded_leaves_it_applied(pg, stack_secrets, bundle, caplog):
+def test_a_rollback_after_the_migration_succeeded_leaves_it_applied(
+    pg: PostgresServer, stack_secrets: dict[str, Any], bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = stack_secrets["db"]
     stack = SchemaResourceStack(stack_secrets)
     stack.create()
@@ -99,7 +105,9 @@ def test_a_rollback_after_the_migration_succeeded_leaves_it_applied(pg, stack_se
     assert stack.update() == "UPDATE_COMPLETE" and stack.answers[-1]["Data"]["Applied"] == "0"
 
 
-def test_a_migration_that_cannot_run_in_a_transaction_fails_whole_and_rolls_back(pg, stack_secrets, bundle):
+def test_a_migration_that_cannot_run_in_a_transaction_fails_whole_and_rolls_back(
+    pg: PostgresServer, stack_secrets: dict[str, Any], bundle: Path
+) -> None:
     db = stack_secrets["db"]
     stack = SchemaResourceStack(stack_secrets)
     stack.create()
@@ -119,7 +127,9 @@ def test_a_migration_that_cannot_run_in_a_transaction_fails_whole_and_rolls_back
     assert ledger(pg, db) == before and not column_exists(pg, db, "conversations", "folder")
 
 
-def test_an_update_from_a_template_older_than_the_migration_set_applies_nothing(pg, stack_secrets, bundle):
+def test_an_update_from_a_template_older_than_the_migration_set_applies_nothing(
+    pg: PostgresServer, stack_secrets: dict[str, Any], bundle: Path
+) -> None:
     """The first deploy of this version rolls back to a template with MigrationsHash only."""
     db = stack_secrets["db"]
     stack = SchemaResourceStack(stack_secrets)
@@ -133,7 +143,9 @@ def test_an_update_from_a_template_older_than_the_migration_set_applies_nothing(
     assert ledger(pg, db) == before
 
 
-def test_a_set_the_bundle_does_not_hold_fails_before_touching_the_database(pg, stack_secrets, bundle):
+def test_a_set_the_bundle_does_not_hold_fails_before_touching_the_database(
+    pg: PostgresServer, stack_secrets: dict[str, Any], bundle: Path
+) -> None:
     db = stack_secrets["db"]
     stack = SchemaResourceStack(stack_secrets)
     stack.create()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -13,14 +14,14 @@ from conversations.tls import RDS_CA_BUNDLE
 TOKEN = "a-real-token-of-some-length"
 
 
-def test_no_database_means_embedded_with_a_local_token():
+def test_no_database_means_embedded_with_a_local_token() -> None:
     settings = Settings.from_env({})
     assert settings.embedded and settings.database_backend == "embedded-postgresql"
     assert settings.api_token == LOCAL_DEV_TOKEN
     assert settings.max_body_bytes == 16 * 1024 * 1024 and settings.embedding_dimension == 1536
 
 
-def test_db_variables_as_ecs_injects_them():
+def test_db_variables_as_ecs_injects_them() -> None:
     settings = Settings.from_env(
         {
             "DB_HOST": "db.example",
@@ -31,7 +32,7 @@ def test_db_variables_as_ecs_injects_them():
             "API_TOKEN": TOKEN,
         }
     )
-    params = conninfo_to_dict(settings.database_url)
+    params = conninfo_to_dict(settings.database_url or "")
     assert params["host"] == "db.example" and params["port"] == "5433" and params["dbname"] == "ragdb"
     assert params["password"] == "p@ss word'"
     # TLS is verified by default, against the RDS certificate authorities shipped with the code
@@ -40,12 +41,12 @@ def test_db_variables_as_ecs_injects_them():
     assert not settings.embedded
 
 
-def test_tls_root_and_mode_can_be_named():
+def test_tls_root_and_mode_can_be_named() -> None:
     settings = Settings.from_env({**ECS_DB, "DB_SSLROOTCERT": "/etc/private-ca.pem"})
-    params = conninfo_to_dict(settings.database_url)
+    params = conninfo_to_dict(settings.database_url or "")
     assert params["sslmode"] == "verify-full" and params["sslrootcert"] == "/etc/private-ca.pem"
     # An operator may still choose encryption without verification; then no CA file is passed
-    params = conninfo_to_dict(Settings.from_env({**ECS_DB, "DB_SSLMODE": "require"}).database_url)
+    params = conninfo_to_dict(Settings.from_env({**ECS_DB, "DB_SSLMODE": "require"}).database_url or "")
     assert params["sslmode"] == "require" and "sslrootcert" not in params
 
 
@@ -59,7 +60,7 @@ ECS_DB = {
 }
 
 
-def test_a_read_host_shares_the_writers_login_port_and_tls():
+def test_a_read_host_shares_the_writers_login_port_and_tls() -> None:
     settings = Settings.from_env({**ECS_DB, "DB_READ_HOST": "reader.example"})
     assert settings.database_read_url is not None
     params = conninfo_to_dict(settings.database_read_url)
@@ -70,20 +71,20 @@ def test_a_read_host_shares_the_writers_login_port_and_tls():
     assert "load_balance_hosts" not in params
 
 
-def test_several_read_replicas_are_balanced_by_libpq():
+def test_several_read_replicas_are_balanced_by_libpq() -> None:
     settings = Settings.from_env({**ECS_DB, "DB_READ_HOST": "r1.example, r2.example"})
     assert settings.database_read_url is not None
     params = conninfo_to_dict(settings.database_read_url)
     assert params["host"] == "r1.example,r2.example" and params["load_balance_hosts"] == "random"
 
 
-def test_no_read_host_means_every_read_on_the_writer():
+def test_no_read_host_means_every_read_on_the_writer() -> None:
     settings = Settings.from_env(ECS_DB)
     assert settings.database_read_url is None and not settings.db_proxy
     assert Settings.from_env({**ECS_DB, "DB_PROXY": "true"}).db_proxy
 
 
-def test_database_url_wins():
+def test_database_url_wins() -> None:
     settings = Settings.from_env({"DATABASE_URL": "postgresql://u:p@h/d", "DB_HOST": "ignored", "API_TOKEN": TOKEN})
     assert settings.database_url == "postgresql://u:p@h/d"
 
@@ -107,12 +108,12 @@ def test_database_url_wins():
         ({"READ_WAIT_MS": "20000"}, "READ_WAIT_MS must be between 0 and 10000"),
     ],
 )
-def test_bad_configuration_is_refused_with_the_variable_named(env, message):
+def test_bad_configuration_is_refused_with_the_variable_named(env: Any, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
 
 
-def test_service_refuses_to_start_on_bad_configuration():
+def test_service_refuses_to_start_on_bad_configuration() -> None:
     import subprocess
     import sys
 
@@ -128,7 +129,9 @@ def test_service_refuses_to_start_on_bad_configuration():
     assert "configuration error: DB_NAME, DB_USER, DB_PASSWORD must be set" in result.stderr
 
 
-def test_the_embedded_default_lives_in_the_checkouts_local_dir_wherever_it_starts(monkeypatch, tmp_path):
+def test_the_embedded_default_lives_in_the_checkouts_local_dir_wherever_it_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Started from service/ it once made service/.local, which the next synth packed into the assets."""
     from conversations.settings import default_local_data_dir
 
@@ -138,13 +141,13 @@ def test_the_embedded_default_lives_in_the_checkouts_local_dir_wherever_it_start
     assert Settings.from_env({"LOCAL_DATA_DIR": str(tmp_path)}).local_data_dir == tmp_path
 
 
-def test_store_threads_default_to_four_or_the_pool_size_if_smaller():
+def test_store_threads_default_to_four_or_the_pool_size_if_smaller() -> None:
     assert Settings.from_env({}).store_threads == 4
     assert Settings.from_env({"POOL_MAX_SIZE": "2"}).store_threads == 2
     assert Settings.from_env({"STORE_THREADS": "8"}).store_threads == 8
 
 
-def test_the_login_is_kept_apart_from_the_connection_string():
+def test_the_login_is_kept_apart_from_the_connection_string() -> None:
     ecs = Settings.from_env(
         {"DB_HOST": "h", "DB_NAME": "d", "DB_USER": "app", "DB_PASSWORD": "p w'x", "API_TOKEN": TOKEN}
     )

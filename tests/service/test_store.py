@@ -7,9 +7,11 @@ import threading
 import psycopg
 
 from conversations.models import ConversationCursor, NewMessage
+from conversations.store import Store
+from tests.support.service import MigratedDatabase
 
 
-def test_concurrent_appends_get_distinct_gapless_sequence_numbers(store):
+def test_concurrent_appends_get_distinct_gapless_sequence_numbers(store: Store) -> None:
     store.create_conversation(conversation_id="busy")
     errors: list[BaseException] = []
 
@@ -35,7 +37,7 @@ def test_concurrent_appends_get_distinct_gapless_sequence_numbers(store):
         assert mine == [f"w{n}-{i}" for i in range(25)]
 
 
-def test_pagination_under_concurrent_inserts_sees_every_existing_conversation_once(store):
+def test_pagination_under_concurrent_inserts_sees_every_existing_conversation_once(store: Store) -> None:
     existing = {f"old-{i:03d}" for i in range(60)}
     for cid in sorted(existing):
         store.create_conversation(conversation_id=cid)
@@ -68,7 +70,7 @@ def test_pagination_under_concurrent_inserts_sees_every_existing_conversation_on
     assert existing <= set(seen), "a conversation that existed before paging began was skipped"
 
 
-def test_user_listing_uses_the_per_user_index(store, clean_db):
+def test_user_listing_uses_the_per_user_index(store: Store, clean_db: MigratedDatabase) -> None:
     for i in range(3):
         store.create_conversation(conversation_id=f"u{i}", user_id="carol")
     with psycopg.connect(clean_db.admin, autocommit=True) as conn:
@@ -83,7 +85,7 @@ def test_user_listing_uses_the_per_user_index(store, clean_db):
     assert "conversations_user_recent_idx" in plan
 
 
-def test_search_query_uses_the_full_text_index(clean_db):
+def test_search_query_uses_the_full_text_index(clean_db: MigratedDatabase) -> None:
     with psycopg.connect(clean_db.admin, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(
@@ -95,7 +97,7 @@ def test_search_query_uses_the_full_text_index(clean_db):
     assert "messages_search_idx" in plan
 
 
-def test_store_keeps_explicit_timestamps_for_imports(store):
+def test_store_keeps_explicit_timestamps_for_imports(store: Store) -> None:
     from datetime import UTC, datetime
 
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -103,7 +105,9 @@ def test_store_keeps_explicit_timestamps_for_imports(store):
     assert store.get_conversation("old").messages[0].created_at == when
 
 
-def test_similarity_search_in_a_small_scope_returns_every_hit_that_exists(store, clean_db):
+def test_similarity_search_in_a_small_scope_returns_every_hit_that_exists(
+    store: Store, clean_db: MigratedDatabase
+) -> None:
     """An approximate index over every embedding, filtered afterwards, returns fewer hits than the
     scope holds when the scope's embeddings are far from the query; pgvector 0.8's iterative index
     scans keep scanning until the limit is met."""

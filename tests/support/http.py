@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from email.message import Message
 from typing import Any
 
 from tests.support.service import TOKEN
@@ -13,8 +14,12 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json
 
 
 def call(
-    method: str, url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 15
-) -> tuple[int, dict, Any]:
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> tuple[int, Any, Message]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={**HEADERS, **(headers or {})})
     try:

@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from devtools.postgres import scalar
+
 CLONE_SUFFIX = "_clone"
 
 
@@ -47,7 +49,10 @@ def connect(secret: dict[str, Any]) -> psycopg.Connection | None:
 
 def _secret(client: Any, arn: str, stage: str, token: str | None = None) -> dict[str, Any]:
     kwargs = {"VersionId": token} if token else {}
-    return json.loads(client.get_secret_value(SecretId=arn, VersionStage=stage, **kwargs)["SecretString"])
+    secret: dict[str, Any] = json.loads(
+        client.get_secret_value(SecretId=arn, VersionStage=stage, **kwargs)["SecretString"]
+    )
+    return secret
 
 
 def rotate(client: Any, arn: str) -> dict[str, Any]:
@@ -80,9 +85,9 @@ def rotate(client: Any, arn: str) -> dict[str, Any]:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT quote_ident(%s)", (pending["username"],))
-                pending_username = cur.fetchone()[0]
+                pending_username = scalar(cur)
                 cur.execute("SELECT quote_ident(%s)", (current["username"],))
-                current_username = cur.fetchone()[0]
+                current_username = scalar(cur)
                 cur.execute("SELECT 1 FROM pg_roles where rolname = %s", (pending["username"],))
                 if len(cur.fetchall()) == 0:
                     create_role = "CREATE ROLE %s" % pending_username  # noqa: UP031 - the function's own SQL

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from conversations.store import Store
 from devtools.serving import serve
-from tests.support.service import TOKEN, make_settings
+from tests.support.service import TOKEN, MigratedDatabase, make_settings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,7 +31,7 @@ FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
     with sync_playwright() as playwright:
@@ -38,13 +41,13 @@ def browser():
 
 
 @pytest.fixture
-def live(clean_db):
+def live(clean_db: MigratedDatabase) -> Iterator[str]:
     with serve(make_settings(clean_db.app)) as url:
         yield url
 
 
 @pytest.fixture
-def page(browser, live):
+def page(browser: Browser, live: str) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -68,7 +71,7 @@ def send(page: Page, text: str) -> None:
     page.get_by_label("Message", exact=True).press("Enter")
 
 
-def test_create_open_append_search_and_delete(page: Page, live):
+def test_create_open_append_search_and_delete(page: Page, live: str) -> None:
     # Given the page and an empty store
     page.goto(live)
     enter_token(page)
@@ -113,7 +116,7 @@ def test_create_open_append_search_and_delete(page: Page, live):
     expect(page.get_by_text("No conversations yet")).to_be_visible()
 
 
-def test_script_in_a_message_is_shown_as_text(page: Page, live, store):
+def test_script_in_a_message_is_shown_as_text(page: Page, live: str, store: Store) -> None:
     store.create_conversation(conversation_id="xss", title="<img src=x onerror=alert(1)>")
     from conversations.models import NewMessage
 
@@ -132,7 +135,7 @@ def test_script_in_a_message_is_shown_as_text(page: Page, live, store):
     shot(page, "05-script-as-text")
 
 
-def test_wrong_token_asks_again(page: Page, live):
+def test_wrong_token_asks_again(page: Page, live: str) -> None:
     page.goto(live)
     enter_token(page, "not-the-right-token-at-all")
     dialog = page.get_by_role("dialog", name="API token")
@@ -143,7 +146,7 @@ def test_wrong_token_asks_again(page: Page, live):
     expect(page.get_by_text("No conversations yet")).to_be_visible()
 
 
-def test_database_unavailable_says_so_and_retries(browser, clean_db):
+def test_database_unavailable_says_so_and_retries(browser: Browser, clean_db: MigratedDatabase) -> None:
     dead = " ".join(p if not p.startswith("port=") else "port=9" for p in clean_db.app.split())
     with serve(make_settings(dead, pool_min_size=0, pool_timeout=0.5)) as url:
         context = browser.new_context()
@@ -159,7 +162,7 @@ def test_database_unavailable_says_so_and_retries(browser, clean_db):
         context.close()
 
 
-def test_long_conversations_page_and_the_list_loads_more_on_scroll(page: Page, live, store):
+def test_long_conversations_page_and_the_list_loads_more_on_scroll(page: Page, live: str, store: Store) -> None:
     from conversations.models import NewMessage
 
     for n in range(45):
@@ -183,7 +186,7 @@ def test_long_conversations_page_and_the_list_loads_more_on_scroll(page: Page, l
     expect(page.get_by_role("button", name="Load earlier messages")).to_be_hidden()
 
 
-def test_keyboard_only_and_narrow_screen(browser, live, store):
+def test_keyboard_only_and_narrow_screen(browser: Browser, live: str, store: Store) -> None:
     store.create_conversation(conversation_id="k1", title="Keyboard conversation")
     context = browser.new_context(viewport={"width": 390, "height": 760})
     page = context.new_page()
@@ -213,7 +216,9 @@ def test_keyboard_only_and_narrow_screen(browser, live, store):
         (503, {"error": "database_unavailable", "message": "the database is unavailable"}, "Search again"),
     ],
 )
-def test_a_failed_search_says_why_and_is_not_retried(page: Page, live, status, body, shown):
+def test_a_failed_search_says_why_and_is_not_retried(
+    page: Page, live: str, status: int, body: dict[str, Any], shown: str
+) -> None:
     page.goto(live)
     # The sidebar's first load is done before the search: its success, landing after the search's
     # 503, would take the banner down (any answer from the database does) before it is seen.
@@ -221,7 +226,7 @@ def test_a_failed_search_says_why_and_is_not_retried(page: Page, live, status, b
         enter_token(page)
     searches = []
 
-    def answer(route):
+    def answer(route: Route) -> None:
         searches.append(route.request.url)
         route.fulfill(status=status, json=body, headers={"Retry-After": "1"})
 
