@@ -6,13 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
-from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
-from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
@@ -20,13 +17,11 @@ from . import findings
 from .config import LogsConfig, NetworkConfig, ServiceConfig
 from .database import PORT as DATABASE_PORT
 from .database import Database
-from .network import PUBLIC, task_subnets
+from .load_balancer import CONTAINER_PORT, LIVENESS_PATH, LoadBalancer
+from .network import task_subnets
 from .util import log_removal, retention
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
-CONTAINER_PORT = 8080
-LIVENESS_PATH = "/health/live"
-ALB_IDLE_TIMEOUT_S = 60
 # taskArchitecture -> (the task's CPU architecture, the image's build platform)
 ARCHITECTURES = {
     "x86_64": (ecs.CpuArchitecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
@@ -193,94 +188,17 @@ class ConversationService(Construct):
             )
             self.service.node.add_dependency(association)
 
-        self.access_logs = s3.Bucket(
+        endpoint = LoadBalancer(
             self,
-            "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,  # the only encryption ALB log delivery supports
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            versioned=False,
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(logs_config.retention_days))],
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        self.load_balancer_security_group = alb_sg = ec2.SecurityGroup(
-            self,
-            "LoadBalancerSecurityGroup",
+            config=config,
+            logs_config=logs_config,
             vpc=vpc,
-            allow_all_outbound=False,
-            description="Conversation service load balancer",
+            service=self.service,
+            tasks=self.security_group,
         )
-        listener_port = 443 if config.certificate_arn else 80
-        for cidr in config.allowed_cidrs:
-            peer = ec2.Peer.ipv6(cidr) if ":" in cidr else ec2.Peer.ipv4(cidr)
-            alb_sg.add_ingress_rule(peer, ec2.Port.tcp(listener_port), "API clients")
-            if config.certificate_arn:
-                alb_sg.add_ingress_rule(peer, ec2.Port.tcp(80), "Redirect to HTTPS")
-        self.load_balancer = elbv2.ApplicationLoadBalancer(
-            self,
-            "LoadBalancer",
-            vpc=vpc,
-            internet_facing=True,
-            vpc_subnets=ec2.SubnetSelection(subnet_group_name=PUBLIC),
-            security_group=alb_sg,
-            drop_invalid_header_fields=True,
-            # The service's keep-alive (conversations.__main__.KEEP_ALIVE_S) must outlive this,
-            # or the load balancer reuses a connection the task just closed: a sporadic 502.
-            idle_timeout=cdk.Duration.seconds(ALB_IDLE_TIMEOUT_S),
-            deletion_protection=config.prod,
-        )
-        self.load_balancer.log_access_logs(self.access_logs, prefix="alb")
-        self.load_balancer.connections.allow_to(self.security_group, ec2.Port.tcp(CONTAINER_PORT), "ALB to tasks")
-
-        self.target_group = elbv2.ApplicationTargetGroup(
-            self,
-            "Targets",
-            vpc=vpc,
-            port=CONTAINER_PORT,
-            protocol=elbv2.ApplicationProtocol.HTTP,
-            target_type=elbv2.TargetType.IP,
-            targets=[self.service],
-            deregistration_delay=cdk.Duration.seconds(30),
-            health_check=elbv2.HealthCheck(
-                # Liveness, not readiness: a database failover must not make ECS replace every task.
-                path=LIVENESS_PATH,
-                healthy_http_codes="200",
-                interval=cdk.Duration.seconds(15),
-                timeout=cdk.Duration.seconds(5),
-                healthy_threshold_count=2,
-                unhealthy_threshold_count=3,
-            ),
-        )
-        if config.certificate_arn:
-            certificate = acm.Certificate.from_certificate_arn(self, "Certificate", config.certificate_arn)
-            self.listener = self.load_balancer.add_listener(
-                "Https",
-                port=443,
-                protocol=elbv2.ApplicationProtocol.HTTPS,
-                certificates=[elbv2.ListenerCertificate.from_certificate_manager(certificate)],
-                ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
-                default_target_groups=[self.target_group],
-                open=False,
-            )
-            # add_redirect() would open port 80 to the world; this keeps it to allowedCidrs.
-            self.load_balancer.add_listener(
-                "HttpRedirect",
-                port=80,
-                protocol=elbv2.ApplicationProtocol.HTTP,
-                open=False,
-                default_action=elbv2.ListenerAction.redirect(protocol="HTTPS", port="443", permanent=True),
-            )
-            self.url = f"https://{self.load_balancer.load_balancer_dns_name}"
-        else:
-            self.listener = self.load_balancer.add_listener(
-                "Http",
-                port=80,
-                protocol=elbv2.ApplicationProtocol.HTTP,
-                default_target_groups=[self.target_group],
-                open=False,
-            )
-            self.url = f"http://{self.load_balancer.load_balancer_dns_name}"
+        self.access_logs, self.load_balancer_security_group = endpoint.access_logs, endpoint.security_group
+        self.load_balancer, self.target_group = endpoint.load_balancer, endpoint.target_group
+        self.listener, self.url = endpoint.listener, endpoint.url
 
         scaling = self.service.auto_scale_task_count(min_capacity=config.min_tasks, max_capacity=config.max_tasks)
         scaling.scale_on_cpu_utilization(
