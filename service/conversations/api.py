@@ -17,10 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from . import __version__
 from .database import Database, open_pool
 from .errors import install_error_handlers
+from .headers import MAX_HEADER_ID_CHARS, USER_ID_HEADER
 from .middleware import (
-    MAX_HEADER_ID_CHARS,
     PUBLIC_PATHS,
-    USER_ID_HEADER,
     AdmissionMiddleware,
     RequestLogMiddleware,
     TokenMiddleware,

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs
 from .errors import error
+from .headers import USER_ID_HEADER, invalid_header_id, valid_header_id
 
 log = logging.getLogger("conversations.api")
 
@@ -45,20 +46,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
-
-
-USER_ID_HEADER = "X-User-Id"
-# X-User-Id and Idempotency-Key: ids the service stores and logs.
-MAX_HEADER_ID_CHARS = 255
-
-
-def invalid_header_id(name: str) -> str:
-    return f"{name} must be 1-{MAX_HEADER_ID_CHARS} printable characters"
-
-
-def valid_header_id(value: str) -> bool:
-    """1 to MAX_HEADER_ID_CHARS printable characters."""
-    return 0 < len(value) <= MAX_HEADER_ID_CHARS and value.isprintable()
 
 
 class TokenMiddleware:

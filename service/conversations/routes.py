@@ -25,7 +25,7 @@ from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS
-from .middleware import MAX_HEADER_ID_CHARS, invalid_header_id, valid_header_id
+from .headers import MAX_HEADER_ID_CHARS, invalid_header_id, valid_header_id
 from .models import (
     ConversationCreate,
     ConversationCursor,
