@@ -85,8 +85,8 @@ def plan(rps: float, p99_ms: float, profile: str, database: str, prices: dict[st
     db_vcpus = rps / m.db_ops_per_vcpu / SCALING_HEADROOM
     connections = tasks * POOL_MAX_SIZE
     context: dict[str, str] = {
-        "desiredCount": str(tasks),
-        "minTasks": str(min(tasks, max(defaults["minTasks"], math.ceil(tasks / 2)))),
+        # The floor target tracking keeps: the rate is sustained all month (the cost below).
+        "minTasks": str(tasks),
         "maxTasks": str(min(100, max(tasks * 2, defaults["maxTasks"]))),
     }
     if database == "aurora-serverless-v2":
@@ -150,7 +150,7 @@ def render(result: dict[str, Any]) -> str:
         f" (benchmark {i['benchmark']}: {i['rps_per_vcpu']:g} requests/s per service vCPU,"
         f" {i['db_ops_per_vcpu']:g} database operations/s per database vCPU)",
         f"  tasks:        {result['tasks']} x {result['task_vcpu']:g} vCPU"
-        f" (desired; autoscaling between {result['context']['minTasks']} and {result['context']['maxTasks']})",
+        f" (minTasks; target tracking scales out to {result['context']['maxTasks']})",
         f"  database:     {result['database']} (needs {result['database_vcpus']:g} vCPU at 60% CPU)",
         f"  connections:  {result['connections']} pooled of {result['max_connections']} allowed"
         f"{': RDS Proxy in front' if result['rds_proxy'] else ''}",

@@ -210,7 +210,7 @@ def _load_balancer(
     )
     services = resources(templates, "AWS::ECS::Service")
     public_tasks = sum(
-        int(s["Properties"].get("DesiredCount", 1))
+        baseline_tasks(templates, s)
         for s in services
         if s["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"].get("AssignPublicIp") == "ENABLED"
     )
@@ -223,6 +223,19 @@ def _load_balancer(
     )
 
 
+def baseline_tasks(templates: list[dict[str, Any]], service: dict[str, Any]) -> int:
+    """The tasks a service runs when idle: its scalable target's minimum (the template sets no
+    DesiredCount, which scaling owns), else its DesiredCount, else ECS's default of 1."""
+    if "DesiredCount" in service["Properties"]:
+        return int(service["Properties"]["DesiredCount"])
+    targets = [
+        t
+        for t in resources(templates, "AWS::ApplicationAutoScaling::ScalableTarget")
+        if t["Properties"].get("ScalableDimension") == "ecs:service:DesiredCount"
+    ]
+    return int(targets[0]["Properties"]["MinCapacity"]) if len(targets) == 1 else 1
+
+
 def _fargate(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) -> int:
     """The service's tasks (vCPU and memory); returns how many run."""
     hours = prices["hours_per_month"]
@@ -232,7 +245,7 @@ def _fargate(templates: list[dict[str, Any]], prices: dict[str, Any], add: Add) 
         task = fargate_task(templates, prices)
         kind = f"Fargate{' Spot' if task.spot else ''} {task.arch}"
         for service in services:
-            count = int(service["Properties"].get("DesiredCount", 1))
+            count = baseline_tasks(templates, service)
             tasks += count
             add(
                 f"{kind} vCPU",
@@ -453,7 +466,7 @@ def per_million_requests(templates: list[dict[str, Any]], prices: dict[str, Any]
     requests_per_task_hour = HTTP_RPS_PER_CORE * task.vcpu * 3600
     # A million requests of N KB each move N GB.
     processed_gb = prices["assumptions"]["kb_per_request"]
-    tasks = sum(int(s["Properties"].get("DesiredCount", 1)) for s in resources(templates, "AWS::ECS::Service"))
+    tasks = sum(baseline_tasks(templates, s) for s in resources(templates, "AWS::ECS::Service"))
     return PerRequest(
         rps_per_vcpu=HTTP_RPS_PER_CORE,
         task_vcpu=task.vcpu,

@@ -158,7 +158,9 @@ class ConversationService(Construct):
             "Service",
             cluster=self.cluster,
             task_definition=task,
-            desired_count=config.desired_count,
+            # No desired count: the scalable target's minTasks sets it at creation, and target
+            # tracking owns it afterwards; a DesiredCount in the template would cut a scaled-out
+            # service back to it on every deploy (aws/aws-cdk#13130).
             vpc_subnets=task_subnets(network),
             security_groups=[self.security_group],
             # Without NAT a task needs a public address to pull its image, ship its logs and read

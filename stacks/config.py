@@ -297,7 +297,6 @@ class DatabaseConfig:
 class ServiceConfig:
     prod: bool
     """The prod profile: the load balancer has deletion protection."""
-    desired_count: int = setting("desiredCount", _int(1, 100), dev=1, prod=2)
     min_tasks: int = setting("minTasks", _int(1, 100), dev=1, prod=2)
     max_tasks: int = setting("maxTasks", _int(1, 100), dev=3, prod=10)
     cpu: int = setting("cpu", _int(256, 4096), dev=256, prod=1024)
@@ -381,10 +380,23 @@ def _is_cdk_key(key: str) -> bool:
     return key.startswith("@") or ":" in key
 
 
+# Keys an earlier release read, and why they are gone: a cdk.json still naming one stops synth
+# with the way forward instead of "unknown key".
+RETIRED_KEYS: Mapping[str, str] = {
+    "desiredCount": (
+        "the service starts at minTasks and target tracking owns the task count from then on; a "
+        "DesiredCount in the template cut a scaled-out service back on every deploy. Remove it and "
+        "set minTasks (and maxTasks) instead"
+    ),
+}
+
+
 def check_context_keys(context: Mapping[str, Any]) -> None:
     """Refuse a context key this app does not know (a typo would otherwise be ignored silently)."""
     known = ["profile", *CONTEXT_KEYS]
     for key in context:
+        if key in RETIRED_KEYS:
+            raise ConfigError(f"context {key!r} is no longer read: {RETIRED_KEYS[key]}")
         if key in known or _is_cdk_key(key):
             continue
         close = difflib.get_close_matches(key, known, n=1)
@@ -452,11 +464,8 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
         raise ConfigError(f"minAcu ({database.min_acu:g}) must not be larger than maxAcu ({database.max_acu:g})")
     if database.max_allocated_storage_gib <= database.allocated_storage_gib:
         raise ConfigError("dbMaxAllocatedStorage must be larger than dbAllocatedStorage (storage autoscaling)")
-    if not service.min_tasks <= service.desired_count <= service.max_tasks:
-        raise ConfigError(
-            f"tasks must satisfy minTasks <= desiredCount <= maxTasks, got "
-            f"{service.min_tasks} <= {service.desired_count} <= {service.max_tasks}"
-        )
+    if service.min_tasks > service.max_tasks:
+        raise ConfigError(f"minTasks ({service.min_tasks}) must not be larger than maxTasks ({service.max_tasks})")
     if service.cpu not in _FARGATE_MEMORY:
         raise ConfigError(f"context 'cpu' must be one of {sorted(_FARGATE_MEMORY)}, got {service.cpu}")
     if service.memory_mib not in _FARGATE_MEMORY[service.cpu]:

@@ -61,7 +61,7 @@ def test_prod_is_safe() -> None:
     assert config.database.backup_retention_days >= 14
     assert config.network.nat_gateways == len(config.network.azs) == 3
     assert config.database.performance_insights
-    assert config.service.desired_count >= 2
+    assert config.service.min_tasks >= 2
 
 
 def test_overrides_by_context() -> None:
@@ -69,7 +69,7 @@ def test_overrides_by_context() -> None:
         {
             "profile": "prod",
             "dbInstanceClass": "db.r7g.xlarge",
-            "desiredCount": "4",
+            "minTasks": "4",
             "cpu": "2048",
             "memoryMiB": 4096,
             "natGateways": "1",
@@ -83,7 +83,7 @@ def test_overrides_by_context() -> None:
     )
     assert config.database.instance_class == "r7g.xlarge"
     assert (
-        config.service.desired_count,
+        config.service.min_tasks,
         config.service.cpu,
         config.service.memory_mib,
         config.network.nat_gateways,
@@ -99,7 +99,7 @@ def test_overrides_by_context() -> None:
         ({"profile": "staging"}, "profile"),
         ({"dbInstanceClass": "t3.micro"}, "Graviton"),
         ({"dbInstanceClass": "big"}, "dbInstanceClass"),
-        ({"desiredCount": "zero"}, "desiredCount"),
+        ({"minTasks": "zero"}, "minTasks"),
         ({"cpu": "300"}, "cpu"),
         ({"memoryMiB": "8192"}, "not valid with cpu 256"),
         ({"allowedCidrs": "10.0.0.1/8"}, "invalid CIDR"),
@@ -111,7 +111,7 @@ def test_overrides_by_context() -> None:
         ({"flowLogs": "some"}, "flowLogs"),
         ({"secretsEndpointAzs": "0"}, "secretsEndpointAzs"),
         ({"fargateSpot": "maybe"}, "fargateSpot"),
-        ({"desiredCount": "5"}, "minTasks <= desiredCount <= maxTasks"),
+        ({"minTasks": "5"}, "minTasks \\(5\\) must not be larger than maxTasks \\(3\\)"),
         ({"availabilityZones": "eu-west-1a"}, "at least two"),
         ({"database": "dynamodb"}, "database' must be one of instance, aurora-serverless-v2"),
         ({"minAcu": "1"}, "applies only with -c database=aurora-serverless-v2"),
@@ -226,9 +226,15 @@ def test_request_scaling_target_cites_the_recorded_benchmark() -> None:
 
 def test_a_typo_in_a_context_key_is_refused_with_the_valid_keys() -> None:
     with pytest.raises(ConfigError) as refused:
-        load_config({"desiredCont": "2"}, ENV)
+        load_config({"minTask": "2"}, ENV)
     message = str(refused.value)
-    assert "unknown context key 'desiredCont' (did you mean 'desiredCount'?)" in message
+    assert "unknown context key 'minTask' (did you mean 'minTasks'?)" in message
     assert "maxTasks" in message and "certificateArn" in message
     # aws-cdk-lib's own keys (feature flags, aws:cdk:...) pass
     load_config({"@aws-cdk/core:checkSecretUsage": True, "aws:cdk:enable-path-metadata": True}, ENV)
+
+
+def test_the_retired_desired_count_key_is_refused_with_the_way_forward() -> None:
+    """A cdk.json from the release that read desiredCount stops synth saying what to set instead."""
+    with pytest.raises(ConfigError, match="'desiredCount' is no longer read: the service starts at minTasks"):
+        load_config({"desiredCount": "2"}, ENV)

@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from stacks import outputs
-from stacks.api_service import CONTAINER_PORT
+from stacks.load_balancer import CONTAINER_PORT
 from stacks.network import VPC_CIDR
 from tests.infra.conftest import Synth
 

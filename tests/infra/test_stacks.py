@@ -352,6 +352,16 @@ def test_autoscaling_on_cpu_and_requests(small: Synth) -> None:
     assert metrics == {'"ECSServiceAverageCPUUtilization"', '"ALBRequestCountPerTarget"'}
 
 
+def test_a_deploy_never_sets_the_task_count_that_scaling_owns(small: Synth, prod: Synth) -> None:
+    """A DesiredCount in the template resets a scaled-out service to it on every deploy
+    (aws/aws-cdk#13130): the service has none, and the scalable target's minimum starts it."""
+    for synth, floor in ((small, 1), (prod, 2)):
+        service = only(synth.service, "AWS::ECS::Service")["Properties"]
+        assert "DesiredCount" not in service
+        target = only(synth.service, "AWS::ApplicationAutoScaling::ScalableTarget")["Properties"]
+        assert target["ScalableDimension"] == "ecs:service:DesiredCount" and target["MinCapacity"] == floor
+
+
 def test_access_logs_go_to_an_encrypted_private_bucket(small: Synth) -> None:
     bucket = only(small.service, "AWS::S3::Bucket")
     props = bucket["Properties"]

@@ -39,4 +39,4 @@ def test_a_small_traffic_keeps_the_profiles_instance_and_needs_no_proxy() -> Non
     assert result["tasks"] == 1 and result["context"]["dbInstanceClass"] == "t4g.micro"
     assert not result["rds_proxy"] and "rdsProxy" not in result["context"]
     text = capacity.render(result)
-    assert "cdk deploy --all -c profile=dev -c desiredCount=1" in text
+    assert "cdk deploy --all -c profile=dev -c minTasks=1" in text
