@@ -259,6 +259,17 @@ class DatabaseConfig:
     """Read replicas (instance) or reader instances (Aurora) for list, search and similar."""
     rds_proxy: bool = setting("rdsProxy", _bool, dev=False)
     """The service connects through RDS Proxy (the writer; and Aurora's readers, by a read-only endpoint)."""
+    proxy_azs: int = setting(
+        "proxyAzs",
+        _int(2, MAX_AZS),
+        dev=2,
+        change="create-time only",
+        why=(
+            "a proxy's subnets are fixed when it is created; it stays in the first proxyAzs zones whatever "
+            "maxAzs grows to (a proxy created by an earlier release in 3 zones keeps -c proxyAzs=3)"
+        ),
+    )
+    """RDS Proxy's zones: the first N of the database subnets, so growing maxAzs never replaces it."""
     instance_class: str = setting("dbInstanceClass", _instance_class, dev="t4g.micro", prod="m7g.large")
     multi_az: bool = setting("dbMultiAz", _bool, dev=False, prod=True)
     allocated_storage_gib: int = setting("dbAllocatedStorage", _int(20, 65536), dev=20, prod=100)
@@ -458,6 +469,8 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
         )
     if network.max_azs > len(network.availability_zones):
         raise ConfigError(f"maxAzs {network.max_azs} needs that many availabilityZones")
+    if database.proxy_azs > network.max_azs:
+        raise ConfigError(f"proxyAzs {database.proxy_azs} needs maxAzs of at least that, got {network.max_azs}")
     if network.nat_gateways > network.max_azs:
         config = dataclasses.replace(config, network=dataclasses.replace(network, nat_gateways=network.max_azs))
     if database.min_acu > database.max_acu:

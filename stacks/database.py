@@ -264,6 +264,12 @@ class Database(Construct):
             allow_all_outbound=False,
             description="RDS Proxy: ingress only from the service tasks, egress only to PostgreSQL",
         )
+        # The first proxyAzs zones, not every database subnet: a proxy's subnets are create-only
+        # (and its name fixed), so following maxAzs from 2 to 3 would fail the update.
+        proxy_subnets = ec2.SubnetSelection(
+            subnet_group_name=DATABASE_SUBNETS.subnet_group_name,
+            availability_zones=vpc.availability_zones[: config.proxy_azs],
+        )
         proxy_target = (
             rds.ProxyTarget.from_cluster(target)
             if isinstance(target, rds.DatabaseCluster)
@@ -275,7 +281,7 @@ class Database(Construct):
             proxy_target=proxy_target,
             secrets=[self.app_secret],
             vpc=vpc,
-            vpc_subnets=DATABASE_SUBNETS,
+            vpc_subnets=proxy_subnets,
             security_groups=[group],
             require_tls=True,
             iam_auth=False,
@@ -303,7 +309,10 @@ class Database(Construct):
                 "ProxyReadEndpoint",
                 db_proxy_name=self.proxy.db_proxy_name,
                 db_proxy_endpoint_name=f"{cdk.Names.unique_resource_name(self, max_length=40)}-read".lower(),
-                vpc_subnet_ids=vpc.select_subnets(subnet_group_name=DATABASE_SUBNETS.subnet_group_name).subnet_ids,
+                vpc_subnet_ids=vpc.select_subnets(
+                    subnet_group_name=proxy_subnets.subnet_group_name,
+                    availability_zones=proxy_subnets.availability_zones,
+                ).subnet_ids,
                 vpc_security_group_ids=[group.security_group_id],
                 target_role="READ_ONLY",
             )

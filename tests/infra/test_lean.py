@@ -34,9 +34,9 @@ def subnet_ids_of(template: Template, group: str) -> set[str]:
 
 
 def imported_subnet(ref: dict[str, Any]) -> str:
-    """The Network stack's subnet logical id behind a cross-stack import: aws-cdk-lib names the
-    export "<stack>:ExportsOutputRef<logical id><8-character hash>"."""
-    return str(ref["Fn::ImportValue"].split("ExportsOutputRef")[1][:-8])
+    """The Network stack's subnet logical id behind a cross-stack reference: aws-cdk-lib names the
+    output it reads "PublishOutputRef<logical id><8-character hash>"."""
+    return str(ref["Fn::GetStackOutput"]["OutputName"].split("PublishOutputRef")[1][:-8])
 
 
 def test_no_nat_and_only_the_public_subnets_route_out(lean: Synth, dev: Synth) -> None:
@@ -172,8 +172,8 @@ def test_monitoring_and_backups_trimmed(lean: Synth, dev: Synth) -> None:
 @pytest.mark.parametrize("stack", ["network", "data", "service"])
 def test_the_outputs_verify_deployment_reads_are_the_same_as_dev(lean: Synth, dev: Synth, stack: str) -> None:
     """verify_deployment.py finds everything from these outputs, by stack name and key."""
-    lean_outputs = {k for k in getattr(lean, stack).to_json()["Outputs"] if not k.startswith("Exports")}
-    dev_outputs = {k for k in getattr(dev, stack).to_json()["Outputs"] if not k.startswith("Exports")}
+    lean_outputs = {k for k in getattr(lean, stack).to_json()["Outputs"] if not k.startswith(("Exports", "Publish"))}
+    dev_outputs = {k for k in getattr(dev, stack).to_json()["Outputs"] if not k.startswith(("Exports", "Publish"))}
     assert lean_outputs == dev_outputs
     expected = {"network": outputs.NETWORK_OUTPUTS, "data": outputs.DATA_OUTPUTS, "service": outputs.SERVICE_OUTPUTS}
     assert lean_outputs == set(expected[stack])

@@ -108,8 +108,8 @@ def test_rds_proxy_requires_tls_and_reads_only_the_application_secret(
 def test_the_service_connects_through_the_proxy_and_reads_from_the_readers(dev_aurora: Synth) -> None:
     env, secrets = container_env(dev_aurora)
     assert env["DB_PROXY"] == "true"
-    assert "DB_HOST" not in secrets and "Fn::ImportValue" in env["DB_HOST"]
-    assert "Fn::ImportValue" in env["DB_READ_HOST"]
+    assert "DB_HOST" not in secrets and "Fn::GetStackOutput" in env["DB_HOST"]
+    assert "Fn::GetStackOutput" in env["DB_READ_HOST"]
     assert {"DB_USER", "DB_PASSWORD", "DB_PORT", "DB_NAME"} <= secrets.keys()
     # Aurora's readers are reached through the proxy's read-only endpoint.
     endpoint = only(dev_aurora.data, "AWS::RDS::DBProxyEndpoint")["Properties"]
@@ -137,7 +137,7 @@ def test_instance_read_replicas_stream_from_the_instance(dev_replicas: Synth, de
     env, _ = container_env(dev_replicas)
     # Writes through the proxy; reads straight from both replicas (RDS Proxy has no reader
     # endpoint for an instance's replicas), which libpq balances.
-    assert env["DB_PROXY"] == "true" and "Fn::ImportValue" in str(env["DB_READ_HOST"])
+    assert env["DB_PROXY"] == "true" and "Fn::GetStackOutput" in str(env["DB_READ_HOST"])
     dev_env, dev_secrets = container_env(dev)
     assert "DB_READ_HOST" not in dev_env and "DB_PROXY" not in dev_env and "DB_HOST" in dev_secrets
 
