@@ -276,6 +276,9 @@ class DatabaseConfig:
     max_allocated_storage_gib: int = setting("dbMaxAllocatedStorage", _int(21, 65536), dev=100, prod=1000)
     backup_retention_days: int = setting("dbBackupRetentionDays", _int(1, 35), dev=7, lean=1, prod=14)
     deletion_protection: bool = setting("dbDeletionProtection", _bool, dev=False, prod=True)
+    apply_immediately: bool = setting("dbApplyImmediately", _bool, dev=True, prod=False)
+    """A class, storage or Multi-AZ change restarts (or fails over) the database at deploy time;
+    false: RDS holds it until the maintenance window (Sunday 03:30-04:30 UTC)."""
     termination_protection: bool = setting("terminationProtection", _bool, dev=False, prod=True)
     """CloudFormation termination protection on the Data stack."""
     embedding_dimension: int = setting(

@@ -86,4 +86,4 @@ class DataStack(cdk.Stack):
         output(self, outputs.ALARM_TOPIC_ARN, self.alarms.topic.topic_arn, "SNS topic of the alarms")
 
         findings.database(database)
-        findings.log_retention(self)
+        findings.log_retention(self, database)

@@ -7,13 +7,14 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from .config import DatabaseConfig, LogsConfig
-from .network import DATABASE_SUBNETS, LAMBDA_SUBNETS
-from .util import retention
+from .network import DATABASE_SUBNETS, LAMBDA_SUBNETS, VPC_CIDR
+from .util import log_removal, retention
 
 MASTER_USER = "raguser"
 DATABASE_NAME = "ragdb"
@@ -86,7 +87,9 @@ class Database(Construct):
         assert isinstance(master_cfn, cdk.CfnResource)
         master_cfn.apply_removal_policy(keep)
         self.master_secret_resource = master_cfn
-        target.add_rotation_single_user(automatically_after=cdk.Duration.days(30), vpc_subnets=LAMBDA_SUBNETS)
+        master_rotation = target.add_rotation_single_user(
+            automatically_after=cdk.Duration.days(30), vpc_subnets=LAMBDA_SUBNETS
+        )
         # The service's own login. The schema custom resource creates the role with this
         # password; the attachment adds host, port and dbname so ECS injects all DB_* from it.
         app_secret = rds.DatabaseSecret(self, "AppSecret", username=APP_USER, master_secret=self.master_secret)
@@ -95,16 +98,60 @@ class Database(Construct):
         self.app_secret = app_secret.attach(target)
         # Multi-user rotation alternates two roles (APP_USER and APP_USER_clone), so tasks
         # holding the previous password keep working until they re-read the secret.
-        target.add_rotation_multi_user(
+        app_rotation = target.add_rotation_multi_user(
             "AppSecretRotation",
             secret=self.app_secret,
             automatically_after=cdk.Duration.days(30),
             vpc_subnets=LAMBDA_SUBNETS,
+            # Its first rotation waits for the schedule: started at once, it would log in with the
+            # master password while the master secret's own first rotation is changing it.
+            rotate_immediately_on_update=False,
         )
+        self.rotation_log_groups: list[str] = []
+        for rotation in (master_rotation, app_rotation):
+            self._contain(rotation)
         self.proxy: rds.DatabaseProxy | None = None
         self.proxy_read_endpoint: str | None = None
         if config.rds_proxy:
             self._add_proxy(vpc, config, target)
+
+    def _contain(self, rotation: secretsmanager.SecretRotation) -> None:
+        """A rotation function reaches Secrets Manager (its endpoint in the VPC) and PostgreSQL,
+        nothing else; its log group (the function's own, named after it) expires and goes with
+        the stack. Done on aws-cdk-lib's own group and function name, so no logical id changes."""
+        group = rotation.node.find_child("SecurityGroup").node.default_child
+        assert isinstance(group, ec2.CfnSecurityGroup)
+        group.add_property_override(
+            "SecurityGroupEgress",
+            [
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 443,
+                    "ToPort": 443,
+                    "CidrIp": VPC_CIDR,
+                    "Description": "Secrets Manager, through its endpoint in the VPC",
+                },
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": PORT,
+                    "ToPort": PORT,
+                    "DestinationSecurityGroupId": self.security_group.security_group_id,
+                    "Description": "PostgreSQL",
+                },
+            ],
+        )
+        # The SAR application names the function after the rotation construct; Lambda writes to
+        # /aws/lambda/<name>, which would never expire and outlive the stack. LogRetention (not
+        # a LogGroup) because rotations of an earlier release already created the group.
+        name = f"/aws/lambda/{cdk.Names.unique_id(rotation)}"
+        self.rotation_log_groups.append(name)
+        logs.LogRetention(
+            rotation,
+            "LogRetention",
+            log_group_name=name,
+            retention=retention(self.logs_config.retention_days),
+            removal_policy=log_removal(self.logs_config),
+        )
 
     @property
     def resources(self) -> list[Construct]:
@@ -189,6 +236,8 @@ class Database(Construct):
             "cloudwatch_logs_retention": retention(self.logs_config.retention_days),
             "auto_minor_version_upgrade": True,
             "ca_certificate": rds.CaCertificate.RDS_CA_RSA2048_G1,
+            # A change that restarts the database waits for the maintenance window in prod.
+            "apply_immediately": config.apply_immediately,
         }
 
     def _replica(
@@ -196,6 +245,13 @@ class Database(Construct):
     ) -> rds.DatabaseInstanceReadReplica:
         """A read replica of the instance: same class, parameters and security group; RDS
         streams the source's WAL to it, as make test's standby does."""
+        options = {
+            **self._instance_options(vpc, config),
+            # A replica holds no data of its own: lowering readers must be able to delete it
+            # (with deletion protection its delete fails in the cleanup phase and it keeps running,
+            # billed, outside the template).
+            "deletion_protection": False,
+        }
         return rds.DatabaseInstanceReadReplica(
             self,
             f"Replica{n}",
@@ -203,9 +259,11 @@ class Database(Construct):
             # Not storage_encrypted: a replica inherits its source's encryption, and
             # CloudFormation refuses the property beside SourceDBInstanceIdentifier.
             multi_az=False,
-            removal_policy=cdk.RemovalPolicy.DESTROY,  # a replica holds no data of its own
+            removal_policy=cdk.RemovalPolicy.DESTROY,
             cloudwatch_logs_exports=["postgresql"],
-            **self._instance_options(vpc, config),
+            # It replays every write of its source, so it needs the room the source grows into.
+            max_allocated_storage=config.max_allocated_storage_gib,
+            **options,
         )
 
     def _cluster(self, vpc: ec2.IVpc, config: DatabaseConfig) -> rds.DatabaseCluster:
@@ -221,6 +279,7 @@ class Database(Construct):
                 ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
                 allow_major_version_upgrade=config.allow_major_version_upgrade,
                 scale_with_writer=scale_with_writer,
+                apply_immediately=config.apply_immediately,
             )
 
         return rds.DatabaseCluster(

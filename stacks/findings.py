@@ -91,8 +91,13 @@ def database(database: Database) -> None:
         checkov_skip(replica, "CKV_AWS_157", single_az)
         checkov_skip(replica, "CKV_AWS_118", monitoring)
         acknowledge(replica, "RDS11", port)
-        if not config.deletion_protection:
-            acknowledge(replica, "RDS10", no_protection)
+        acknowledge(
+            replica,
+            "RDS10",
+            "A read replica holds no data of its own (it replays its source, which has deletion protection "
+            "in prod): lowering readers must delete it, and with protection on, the delete fails and the "
+            "replica keeps running, billed, outside the template.",
+        )
     if database.cluster is not None:
         cluster = database.cluster
         if not config.deletion_protection:
@@ -109,8 +114,9 @@ def database(database: Database) -> None:
         )
 
 
-def log_retention(stack: cdk.Stack) -> None:
-    """aws-cdk-lib's LogRetention singleton (it sets the retention of the RDS log groups)."""
+def log_retention(stack: cdk.Stack, database: Database) -> None:
+    """aws-cdk-lib's LogRetention singleton (it sets the retention of the RDS log groups and of the
+    rotation functions' groups)."""
     # aws-cdk-lib's singleton that sets retention on the RDS log groups it exports to.
     log_retention = next(c for c in stack.node.children if c.node.id.startswith("LogRetention"))
     acknowledge(
@@ -125,6 +131,16 @@ def log_retention(stack: cdk.Stack) -> None:
         "logs:PutRetentionPolicy and logs:DeleteRetentionPolicy on '*': the RDS log group names are only "
         "known once the instance exists; the function can change retention, never read or delete logs.",
     )
+    region = "<AWS::Region>" if cdk.Token.is_unresolved(stack.region) else stack.region
+    account = "<AWS::AccountId>" if cdk.Token.is_unresolved(stack.account) else stack.account
+    # Only where the groups go with the stack: deleting them is what needs these.
+    for name in database.rotation_log_groups if not database.logs_config.retain else []:
+        acknowledge(
+            log_retention,
+            f"IAM5[Resource::arn:<AWS::Partition>:logs:{region}:{account}:log-group:{name}:*]",
+            "logs:DeleteLogGroup on the log group of one named rotation function (its streams are the "
+            "':*'): the group is removed with the stack, as every other log group of a dev or lean stack.",
+        )
     log_function = log_retention.node.find_child("Resource")
     checkov_skip(
         log_function,

@@ -12,6 +12,8 @@ from .api_service import ConversationService
 from .config import AlarmsConfig
 from .database import Database
 
+REPLICA_LAG_ALARM_S = 60
+
 
 class Monitoring(Construct):
     """Alarms to an SNS topic, and a dashboard."""
@@ -115,6 +117,19 @@ class Monitoring(Construct):
                 f"More than {config.db_connections} database connections",
             ),
         ]
+        for n, replica in enumerate(database.replicas, start=1):
+            # The service reads the writer while a replica is behind (READ_WAIT_MS), so lag costs
+            # the writer its offload; a replica that stays minutes behind is broken or too small.
+            lag = replica.metric("ReplicaLag", period=five_min, statistic="Maximum")
+            self.alarms.append(
+                alarm(
+                    f"Replica{n}Lag",
+                    lag,
+                    REPLICA_LAG_ALARM_S,
+                    f"Read replica {n} more than {REPLICA_LAG_ALARM_S} s behind the writer for 10 minutes",
+                    missing=breaching,
+                )
+            )
         if service.config.container_insights:
             # Container Insights publishes the service's running and desired task counts.
             dimensions = {

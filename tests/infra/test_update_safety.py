@@ -43,6 +43,7 @@ CHANGES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "dbMaxAllocatedStorage": (DEV, {"dbMaxAllocatedStorage": "200"}),
     "dbBackupRetentionDays": (DEV, {"dbBackupRetentionDays": "14"}),
     "dbDeletionProtection": (DEV, {"dbDeletionProtection": "true"}),
+    "dbApplyImmediately": (DEV, {"dbApplyImmediately": "false"}),
     "allowMajorVersionUpgrade": (DEV, {"allowMajorVersionUpgrade": "true"}),
     "minTasks": (DEV, {"minTasks": "2"}),
     "maxTasks": (DEV, {"maxTasks": "6"}),

@@ -1,0 +1,85 @@
+"""What the deploys after the first one rely on, asserted on the templates: changes that wait
+for the maintenance window in prod, read replicas that can be removed and grow, rotations that do
+not collide and keep to their own network and logs."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from tests.support.templates import CERT, Templates, synthesize
+
+PROD = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
+
+
+@functools.cache
+def templates(context: str) -> Templates:
+    return synthesize(json.loads(context))
+
+
+def variant(**context: str) -> Templates:
+    return templates(json.dumps(context, sort_keys=True))
+
+
+def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {lid: r for lid, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_a_change_that_restarts_the_database_waits_for_the_window_in_prod() -> None:
+    for context, immediately in (({"profile": "dev", "readers": "1"}, True), ({**PROD, "readers": "1"}, False)):
+        instances = of_type(variant(**context)["Data"], "AWS::RDS::DBInstance")
+        assert len(instances) == 2  # the instance and its replica
+        assert {r["Properties"].get("ApplyImmediately") for r in instances.values()} == {immediately}
+    aurora = of_type(variant(**PROD, database="aurora-serverless-v2", readers="1")["Data"], "AWS::RDS::DBInstance")
+    assert {r["Properties"].get("ApplyImmediately") for r in aurora.values()} == {False}
+
+
+def test_prod_read_replicas_can_be_removed_grow_and_are_watched() -> None:
+    templates_ = variant(**PROD, readers="2")
+    instances = of_type(templates_["Data"], "AWS::RDS::DBInstance")
+    replicas = {lid: r["Properties"] for lid, r in instances.items() if "SourceDBInstanceIdentifier" in r["Properties"]}
+    (source,) = [r["Properties"] for lid, r in instances.items() if lid not in replicas]
+    assert len(replicas) == 2 and source["DeletionProtection"] is True
+    for props in replicas.values():
+        # Deletion protection would fail readers=1's delete and leave the replica running, billed.
+        assert props["DeletionProtection"] is False
+        assert props["MaxAllocatedStorage"] == source["MaxAllocatedStorage"]
+    alarms = of_type(templates_["Service"], "AWS::CloudWatch::Alarm")
+    lag = [a["Properties"] for lid, a in alarms.items() if "Lag" in lid]
+    assert len(lag) == 2 and {a["MetricName"] for a in lag} == {"ReplicaLag"}
+    assert all(a["TreatMissingData"] == "breaching" and a["Threshold"] == 60 for a in lag)
+
+
+def test_the_first_deploy_rotates_the_master_alone() -> None:
+    """The app secret's multi-user rotation logs in as the master: started together on the first
+    deploy, it would use a password the master's own first rotation is changing."""
+    schedules = of_type(variant(profile="dev")["Data"], "AWS::SecretsManager::RotationSchedule")
+    immediately = {
+        "App" if "AppSecret" in lid else "Master": s["Properties"].get("RotateImmediatelyOnUpdate", True)
+        for lid, s in schedules.items()
+    }
+    assert immediately == {"Master": True, "App": False}
+
+
+def test_rotation_functions_reach_only_secrets_manager_and_postgres_and_their_logs_expire() -> None:
+    for context, removal in (({"profile": "dev"}, "destroy"), (PROD, "retain")):
+        data = variant(**context)["Data"]
+        groups = {lid: g for lid, g in of_type(data, "AWS::EC2::SecurityGroup").items() if "Rotation" in lid}
+        assert len(groups) == 2
+        for group in groups.values():
+            egress = group["Properties"]["SecurityGroupEgress"]
+            assert sorted((e["FromPort"], "CidrIp" in e) for e in egress) == [(443, True), (5432, False)]
+            assert next(e for e in egress if e["FromPort"] == 443)["CidrIp"] == "10.40.0.0/16"
+        names = {
+            app["Properties"]["Parameters"]["functionName"]
+            for app in of_type(data, "AWS::Serverless::Application").values()
+        }
+        retained = {
+            r["Properties"]["LogGroupName"]: r["Properties"]
+            for r in of_type(data, "Custom::LogRetention").values()
+            if str(r["Properties"]["LogGroupName"]).startswith("/aws/lambda/")
+        }
+        assert set(retained) == {f"/aws/lambda/{name}" for name in names} and len(names) == 2
+        days = 365 if context is PROD else 30
+        assert all(p["RetentionInDays"] == days and p["RemovalPolicy"] == removal for p in retained.values())
