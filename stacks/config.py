@@ -470,6 +470,12 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
             "it the API token and every conversation travel over plain HTTP. To accept that anyway, set "
             "-c allowPlainHttp=true"
         )
+    if config.is_prod and not config.alarms.email:
+        raise ConfigError(
+            "the prod profile needs context 'alarmEmail' (or make ... ALARM_EMAIL=you@example.com): without a "
+            "subscriber its alarms reach nobody. Confirm the e-mail AWS sends after the deploy; make verify "
+            "fails until someone has"
+        )
     if network.max_azs > len(network.availability_zones):
         raise ConfigError(f"maxAzs {network.max_azs} needs that many availabilityZones")
     if database.proxy_azs > network.max_azs:

@@ -49,6 +49,7 @@ def aws_checks(aws: Aws, target: Target) -> Iterator[tuple[str, Callable[[], str
     yield "aws: rds instance", functools.partial(_check_database, aws, target, profile)
     yield "aws: secret rotation", functools.partial(_check_rotation, aws, target)
     yield "aws: alarms", functools.partial(_check_alarms, aws, target, profile)
+    yield "aws: alarm subscribers", functools.partial(_check_subscribers, aws, target, profile)
 
 
 def _check_stacks(aws: Aws, target: Target, profile: str) -> str:
@@ -190,6 +191,32 @@ def _check_alarms(aws: Aws, target: Target, profile: str) -> str:
             "in ALARM: " + "; ".join(firing), f"see the {target.output(outputs.DASHBOARD_NAME)} dashboard"
         )
     return f"{total} alarms, none in ALARM"
+
+
+def _check_subscribers(aws: Aws, target: Target, profile: str) -> str:
+    """Someone hears the alarms: the topic has a confirmed subscription (an e-mail subscription
+    stays pending until its owner follows the link AWS sends)."""
+    topic = _need(target, outputs.ALARM_TOPIC_ARN)
+    sns = aws.client("sns")
+    confirmed: list[str] = []
+    pending: list[str] = []
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic):
+        for subscription in page["Subscriptions"]:
+            arn = subscription["SubscriptionArn"]
+            waiting = arn == "PendingConfirmation" or (
+                sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"].get("PendingConfirmation") == "true"
+            )
+            (pending if waiting else confirmed).append(f"{subscription['Protocol']}:{subscription['Endpoint']}")
+    if pending:
+        raise CheckFailed(
+            f"unconfirmed: {', '.join(pending)}",
+            "follow the link in the e-mail AWS sent to that address (or resubscribe it to the topic)",
+        )
+    if not confirmed:
+        if profile == "prod":
+            raise CheckFailed("nobody is subscribed to the alarm topic", "deploy with -c alarmEmail=you@example.com")
+        return f"no subscriber: this {profile} stack's alarms reach nobody (-c alarmEmail=...)"
+    return f"{len(confirmed)} confirmed: {', '.join(confirmed)}"
 
 
 def _cluster(rds: Any, identifier: str) -> str:

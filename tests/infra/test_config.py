@@ -25,7 +25,7 @@ def test_dev_is_the_default_and_cheap() -> None:
     assert config.network.azs == ("eu-west-1a", "eu-west-1b")
 
 
-PROD = {"profile": "prod", "certificateArn": CERT}
+PROD = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
 
 
 def test_lean_gives_up_nat_and_redundancy_not_the_security_bar() -> None:
@@ -130,7 +130,8 @@ def test_invalid_context_is_refused_naming_the_key(context: dict[str, Any], mess
 
 def test_scaling_keys_default_to_one_instance_without_proxy_and_aurora_pauses_outside_prod() -> None:
     for profile in ("dev", "lean", "prod"):
-        context = {"profile": profile, **({"allowPlainHttp": "true"} if profile == "prod" else {})}
+        prod = {"allowPlainHttp": "true", "alarmEmail": "ops@example.com"}
+        context = {"profile": profile, **(prod if profile == "prod" else {})}
         config = load_config(context, ENV)
         assert (config.database.kind, config.database.readers, config.database.rds_proxy) == ("instance", 0, False)
         aurora = load_config({**context, "database": "aurora-serverless-v2"}, ENV)

@@ -15,7 +15,7 @@ from conversations.__main__ import KEEP_ALIVE_S
 from stacks.config import ConfigError, load_config
 from stacks.database import POSTGRES_MAJOR
 from stacks.network import NetworkStack
-from tests.infra.conftest import ACCOUNT, REGION, Synth
+from tests.infra.conftest import ACCOUNT, CERT, REGION, Synth
 
 ENV = {"CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION}
 
@@ -76,11 +76,18 @@ def test_slow_statements_are_logged_without_their_parameters(dev: Synth) -> None
     )
 
 
+def test_prod_refuses_to_deploy_alarms_nobody_receives() -> None:
+    with pytest.raises(ConfigError, match="the prod profile needs context 'alarmEmail'"):
+        load_config({"profile": "prod", "certificateArn": CERT}, ENV)
+    assert load_config({"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}, ENV).alarms.email
+
+
 def test_prod_refuses_plain_http_unless_the_operator_opts_out() -> None:
     with pytest.raises(ConfigError, match="certificateArn") as refused:
         load_config({"profile": "prod"}, ENV)
     assert "allowPlainHttp" in str(refused.value)
-    assert load_config({"profile": "prod", "allowPlainHttp": "true"}, ENV).service.certificate_arn is None
+    plain = {"profile": "prod", "allowPlainHttp": "true", "alarmEmail": "ops@example.com"}
+    assert load_config(plain, ENV).service.certificate_arn is None
     assert load_config({"profile": "dev"}, ENV).service.certificate_arn is None  # dev may stay HTTP
 
 

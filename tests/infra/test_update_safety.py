@@ -82,7 +82,7 @@ def test_every_key_a_deployed_stack_may_change_is_in_the_matrix() -> None:
 
 @pytest.mark.parametrize("key", list(NOT_IN_TEMPLATES))
 def test_keys_outside_the_templates_change_none(key: str) -> None:
-    prod = {"profile": "prod", "certificateArn": CERT}
+    prod = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
     assert templates(prod) == templates({**prod, key: "true"})
 
 

@@ -115,6 +115,9 @@ def deployed(
                 sm.update_secret_version_stage(SecretId=arn, VersionStage="AWSPENDING", RemoveFromVersionId=version)
             secret_arns[key] = arn
         token_arn = sm.create_secret(Name="api-token", SecretString=TOKEN)["ARN"]
+        sns = session.client("sns")
+        topic = sns.create_topic(Name="alarms")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="ops@example.com")  # moto confirms it
         cw = session.client("cloudwatch")
         for alarm in ("ServerErrorRate", "LatencyP99", "UnhealthyHosts"):
             cw.put_metric_alarm(
@@ -132,6 +135,7 @@ def deployed(
             names.data: {
                 outputs.DATABASE_INSTANCE_ID: "conv-db",
                 outputs.SCHEMA_VERSION: str(verify.expected_schema_version()),
+                outputs.ALARM_TOPIC_ARN: topic,
                 **secret_arns,
             },
             names.service: {
@@ -211,6 +215,7 @@ def test_healthy_deployment_passes_every_check(deployed: dict[str, Any]) -> None
         "aws: rds instance",
         "aws: secret rotation",
         "aws: alarms",
+        "aws: alarm subscribers",
         "http: /health/live",
         "http: /health",
         "http: token required",
@@ -228,11 +233,11 @@ def test_a_lean_deployment_passes_every_check_with_the_script_unchanged(
     its stack names, its deployment passes as dev's does, from the command line too."""
     code, results = run(deployed)
     assert code == 0, verify.render_table(results)
-    assert len(results) == 10
+    assert len(results) == 11
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.delenv("API_TOKEN", raising=False)  # read from the lean stack's token secret
     assert verify.main(["--profile", "lean", "--read-only"]) == 0
-    assert "9 passed, 0 failed" in capsys.readouterr().out
+    assert "10 passed, 0 failed" in capsys.readouterr().out
 
 
 def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(
@@ -245,7 +250,7 @@ def test_cli_finds_everything_from_the_profile_and_reads_the_token_secret(
     code = verify.main(["--profile", "dev", "--read-only"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "9 passed, 0 failed" in out and TOKEN not in out
+    assert "10 passed, 0 failed" in out and TOKEN not in out
 
 
 def test_outputs_file_mode(
@@ -458,3 +463,38 @@ def test_an_aurora_cluster_without_forced_tls_fails() -> None:
         rds, cluster = _aurora("0")
         with pytest.raises(verify.CheckFailed, match=r"rds\.force_ssl is 0"):
             verify._cluster(rds, cluster)
+
+
+def test_an_alarm_topic_nobody_confirmed_is_caught(deployed: dict[str, Any]) -> None:
+    """An e-mail subscription stays pending until its owner follows AWS's link: until then the
+    alarms reach nobody, which is what a deploy without a confirmed subscriber looks like."""
+    from moto.sns.models import sns_backends
+
+    code, results = run(deployed, "--read-only")
+    assert by_name(results)["aws: alarm subscribers"].detail == "1 confirmed: email:ops@example.com"
+    topic = deployed["outputs"][NAMES.data][outputs.ALARM_TOPIC_ARN]
+    backend = sns_backends["123456789012"][REGION]
+    (subscription,) = [s for s in backend.subscriptions.values() if s.topic.arn == topic]
+    subscription.attributes["PendingConfirmation"] = "true"
+    code, results = run(deployed, "--read-only")
+    row = by_name(results)["aws: alarm subscribers"]
+    assert code == 1 and row.result == "FAIL" and "unconfirmed: email:ops@example.com" in row.detail
+    assert "follow the link" in row.hint
+
+
+def test_a_prod_alarm_topic_without_a_subscriber_fails_and_dev_says_so() -> None:
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        topic = session.client("sns").create_topic(Name="alarms")["TopicArn"]
+        aws = verify.Aws(session)
+        for profile, result in (("prod", "FAIL"), ("dev", "PASS")):
+            target = verify.Target(
+                url="",
+                profile=profile,
+                stack_outputs={outputs.stack_names(profile).data: {outputs.ALARM_TOPIC_ARN: topic}},
+            )
+            rows = by_name(
+                verify.run_checks([c for c in verify.aws_checks(aws, target) if c[0] == "aws: alarm subscribers"])
+            )
+            assert rows["aws: alarm subscribers"].result == result, rows["aws: alarm subscribers"].detail
+            assert "reach nobody" in rows["aws: alarm subscribers"].detail or profile == "prod"
