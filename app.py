@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
@@ -61,11 +62,32 @@ def build(app: cdk.App, config: DeploymentConfig) -> tuple[NetworkStack, DataSta
     return network, data, service
 
 
+def cdk_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the config reads, with the CLI's region fallback undone: with no region
+    configured anywhere (no AWS_REGION or AWS_DEFAULT_REGION, none in the AWS profile), the CDK
+    CLI still sets CDK_DEFAULT_REGION=us-east-1; the stacks then target the README's default
+    region instead. Read from the local AWS config files only: synth makes no network call."""
+    import botocore.exceptions
+    import botocore.session
+
+    env = dict(environ)
+    session = botocore.session.Session()
+    if env.get("AWS_PROFILE"):
+        session.set_config_variable("profile", env["AWS_PROFILE"])
+    try:
+        configured = session.get_config_variable("region")
+    except botocore.exceptions.ProfileNotFound:
+        configured = None
+    if not (configured or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")):
+        env.pop("CDK_DEFAULT_REGION", None)
+    return env
+
+
 def main() -> None:
     app = cdk.App()
     context = app.node.get_all_context()
     try:
-        config = load_config(context, os.environ)
+        config = load_config(context, cdk_environment(os.environ))
     except ConfigError as exc:
         # One line that names the key, not a traceback through jsii.
         print(f"configuration error: {exc}", file=sys.stderr)

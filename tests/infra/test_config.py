@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -239,3 +240,24 @@ def test_the_retired_desired_count_key_is_refused_with_the_way_forward() -> None
     """A cdk.json from the release that read desiredCount stops synth saying what to set instead."""
     with pytest.raises(ConfigError, match="'desiredCount' is no longer read: the service starts at minTasks"):
         load_config({"desiredCount": "2"}, ENV)
+
+
+def test_with_no_region_configured_anywhere_the_stacks_target_the_readme_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CDK CLI sets CDK_DEFAULT_REGION=us-east-1 when nothing names a region; app.py undoes
+    that fallback, so synth targets eu-west-1 as the README says, and a configured region wins."""
+    from app import cdk_environment
+
+    config_file = tmp_path / "config"
+    config_file.write_text("[default]\noutput = json\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    cli = {"CDK_DEFAULT_REGION": "us-east-1", "CDK_DEFAULT_ACCOUNT": "111122223333"}
+    assert load_config({}, cdk_environment(cli)).region == "eu-west-1"
+    # A region in the profile (which the CLI read into CDK_DEFAULT_REGION) or in the environment wins.
+    config_file.write_text("[default]\nregion = us-west-2\n")
+    assert load_config({}, cdk_environment({**cli, "CDK_DEFAULT_REGION": "us-west-2"})).region == "us-west-2"
+    config_file.write_text("[default]\noutput = json\n")
+    assert load_config({}, cdk_environment({**cli, "AWS_REGION": "us-east-1"})).region == "us-east-1"
