@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from constructs import Construct
 
@@ -13,6 +14,7 @@ from .config import AlarmsConfig
 from .database import Database
 
 REPLICA_LAG_ALARM_S = 60
+DEPLOYMENT_ERROR_PERCENT = 10
 
 
 class Monitoring(Construct):
@@ -117,6 +119,30 @@ class Monitoring(Construct):
                 f"More than {config.db_connections} database connections",
             ),
         ]
+        # What a broken release shows within minutes: its tasks pass /health/live (which never
+        # touches the database) but answer 5xx on the data routes. ECS watches this alarm during
+        # each deployment and its bake time and rolls back to the previous task definition.
+        one_min_errors = cloudwatch.MathExpression(
+            expression="IF(requests >= 10, 100 * (errors + lb_errors) / requests, 0)",
+            using_metrics={
+                "errors": tg.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=one_min),
+                "lb_errors": alb.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=one_min),
+                "requests": tg.request_count(period=one_min),
+            },
+            label="5xx rate, 1 minute (%)",
+            period=one_min,
+        )
+        self.deployment_alarm = alarm(
+            "DeploymentErrors",
+            one_min_errors,
+            DEPLOYMENT_ERROR_PERCENT,
+            f"More than {DEPLOYMENT_ERROR_PERCENT}% of requests answered 5xx for 2 minutes: "
+            "during a deployment, ECS rolls it back",
+        )
+        self.alarms.append(self.deployment_alarm)
+        service.service.enable_deployment_alarms(
+            [self.deployment_alarm.alarm_name], behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM
+        )
         for n, replica in enumerate(database.replicas, start=1):
             # The service reads the writer while a replica is behind (READ_WAIT_MS), so lag costs
             # the writer its offload; a replica that stays minutes behind is broken or too small.

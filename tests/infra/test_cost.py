@@ -82,8 +82,9 @@ def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean: Synth, dev
     assert spot == pytest.approx(0.25 * 730 * prices["fargate_arm_vcpu_hour"] * 0.4, abs=0.01)
     assert "Container Insights metrics" not in by_item
     assert "Container Insights metrics" in {line.item for line in totals(dev)[0]}
-    # The free tier covers exactly the lean stack's alarm metrics and its dashboard, and is a line.
-    assert by_item["CloudWatch alarms"].quantity == "10 alarm metrics"
+    # The free tier covers the lean stack's dashboard and ten of its alarm metrics (all but the
+    # deployment alarm's three), and is a line of its own.
+    assert by_item["CloudWatch alarms"].quantity == "13 alarm metrics"
     assert by_item["CloudWatch free tier (per account)"].monthly < 0
     # What the $60 leans on, priced: no free tier, and on-demand tasks.
     without_free_tier = estimate_cost.load_prices(overrides=["use_free_tier=0"])
@@ -93,8 +94,8 @@ def test_lean_stays_within_60_dollars_and_says_what_it_leans_on(lean: Synth, dev
 def test_free_tier_and_log_storage_and_insights_follow_the_templates(dev: Synth, prod: Synth) -> None:
     dev_lines = {line.item: line for line in totals(dev)[0]}
     prod_lines = {line.item: line for line in totals(prod)[0]}
-    # metric-math alarms are billed per metric: 10 alarms here evaluate 12 metrics
-    assert dev_lines["CloudWatch alarms"].quantity == "12 alarm metrics"
+    # metric-math alarms are billed per metric: 11 alarms here evaluate 15 metrics
+    assert dev_lines["CloudWatch alarms"].quantity == "15 alarm metrics"
     assert prod_lines["CloudWatch Logs storage"].monthly > 10 * dev_lines["CloudWatch Logs storage"].monthly
     credit = -dev_lines["CloudWatch free tier (per account)"].monthly
     prices = estimate_cost.load_prices()

@@ -83,3 +83,21 @@ def test_rotation_functions_reach_only_secrets_manager_and_postgres_and_their_lo
         assert set(retained) == {f"/aws/lambda/{name}" for name in names} and len(names) == 2
         days = 365 if context is PROD else 30
         assert all(p["RetentionInDays"] == days and p["RemovalPolicy"] == removal for p in retained.values())
+
+
+def test_a_release_that_answers_5xx_is_rolled_back_by_its_deployment_alarm() -> None:
+    """Its tasks pass /health/live (no database in it), so the circuit breaker alone never trips:
+    the service's deployment alarm, on the share of 5xx answers, does."""
+    service = variant(profile="dev")["Service"]
+    (ecs_service,) = of_type(service, "AWS::ECS::Service").values()
+    deployment = ecs_service["Properties"]["DeploymentConfiguration"]
+    assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert deployment["Alarms"]["Enable"] is True and deployment["Alarms"]["Rollback"] is True
+    ((alarm_ref,),) = [deployment["Alarms"]["AlarmNames"]]
+    alarm = service["Resources"][alarm_ref["Ref"]]["Properties"]
+    (expression,) = [m for m in alarm["Metrics"] if "Expression" in m]
+    used = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert used == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count", "RequestCount"}
+    assert all(m["MetricStat"]["Period"] == 60 for m in alarm["Metrics"] if "MetricStat" in m)
+    assert "errors + lb_errors" in expression["Expression"] and alarm["Threshold"] == 10
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 2
