@@ -300,6 +300,17 @@ def _open(
         name=name,
     )
     sweep.pool = pool
+    if wait and min_size > 0:
+        try:
+            probe()
+        except psycopg.OperationalError as exc:
+            if not unreachable(exc):
+                raise  # a database that answers and refuses (a wrong password): a setup error
+            # A task started during a failover, an outage or a resume (a scale-out, a Spot
+            # replacement): it serves, answering 503 database_unavailable, instead of exiting and
+            # crash-looping; the probe marks the database up once a connection succeeds.
+            log.warning("database unreachable at start: answering 503 until it is back", extra={"pool": name})
+            wait = False
     # The replica's pool does not wait: a replica that is down must not keep the service from
     # starting (its reads go to the writer until it answers).
     pool.open(wait=wait and min_size > 0, timeout=max(settings.pool_timeout, 10.0))

@@ -10,9 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
 from conversations.database import SweepingCheck
+from devtools.net import LateForwarder
 from devtools.postgres import PostgresServer, scalar
 from devtools.serving import serve
 from tests.support.http import call
@@ -370,3 +372,40 @@ def test_only_a_database_that_does_not_answer_counts_as_unreachable(fault_db: Mi
         psycopg.connect(make_conninfo("", **{**params, "port": "9"}))
     assert not unreachable(wrong_password.value)
     assert unreachable(refused.value)
+
+
+def test_a_task_started_while_the_database_is_unreachable_serves_503_then_recovers(
+    fault_db: MigratedDatabase, own_pg: PostgresServer
+) -> None:
+    """A scale-out or a Spot replacement during a failover: the task starts (the load balancer's
+    /health/live answers), data requests get 503 database_unavailable at once, and the first
+    connection that succeeds brings the service back without a restart."""
+    from psycopg.conninfo import make_conninfo
+
+    late = LateForwarder((own_pg.host, own_pg.port), after_s=4)
+    try:
+        settings = make_settings(make_conninfo(fault_db.app, host="127.0.0.1", port=late.port), pool_min_size=2)
+        with serve(settings) as url:
+            assert call("GET", f"{url}/health/live")[0] == 200
+            started = time.monotonic()
+            status, answer, _ = call("GET", f"{url}/conversations")
+            assert status == 503 and answer["error"] == "database_unavailable"
+            assert time.monotonic() - started < 1.0
+            while call("POST", f"{url}/conversations", {"conversation_id": "late"})[0] != 201:
+                assert time.monotonic() - started < 20, "the service did not recover"
+                time.sleep(0.2)
+            assert call("GET", f"{url}/conversations/late")[0] == 200
+    finally:
+        late.close()
+
+
+def test_a_wrong_password_still_stops_the_start_with_the_reason(fault_db: MigratedDatabase) -> None:
+    """An answer from the database (it refused the login) is a setup error, not an outage."""
+    from psycopg.conninfo import make_conninfo
+
+    from conversations.api import create_app
+
+    app = create_app(make_settings(make_conninfo(fault_db.app, password="not-the-password")))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        with TestClient(app):
+            pass
