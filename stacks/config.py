@@ -478,6 +478,12 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
         )
     if network.max_azs > len(network.availability_zones):
         raise ConfigError(f"maxAzs {network.max_azs} needs that many availabilityZones")
+    if database.aurora and database.rds_proxy and database.min_acu == 0:
+        raise ConfigError(
+            "rdsProxy with minAcu 0: RDS Proxy keeps a connection open to each instance, so the cluster "
+            "would never pause, yet be priced and configured as if it did. Set -c minAcu=0.5 (or more) "
+            "to pay for what runs, or leave out rdsProxy to let an idle cluster pause"
+        )
     if database.proxy_azs > network.max_azs:
         raise ConfigError(f"proxyAzs {database.proxy_azs} needs maxAzs of at least that, got {network.max_azs}")
     if network.nat_gateways > network.max_azs:

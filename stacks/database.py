@@ -348,8 +348,8 @@ class Database(Construct):
             # The proxy may use up to 90% of the database's connections; the rest is left to
             # the schema Lambda, rotation and an operator.
             max_connections_percent=90,
-            # An idle cluster that should pause must see no connection at all from the proxy.
-            max_idle_connections_percent=0 if config.auto_pause else 10,
+            # (A cluster behind a proxy never pauses: config refuses minAcu 0 with rdsProxy.)
+            max_idle_connections_percent=10,
             idle_client_timeout=cdk.Duration.minutes(30),
             borrow_timeout=cdk.Duration.seconds(30),
         )

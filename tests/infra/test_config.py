@@ -236,6 +236,16 @@ def test_a_typo_in_a_context_key_is_refused_with_the_valid_keys() -> None:
     load_config({"@aws-cdk/core:checkSecretUsage": True, "aws:cdk:enable-path-metadata": True}, ENV)
 
 
+def test_a_proxy_in_front_of_a_cluster_that_should_pause_is_refused() -> None:
+    """RDS Proxy keeps a connection open to each instance: the cluster would never pause, while
+    minAcu 0 configures and prices it as pausing."""
+    aurora = {"database": "aurora-serverless-v2", "rdsProxy": "true"}
+    with pytest.raises(ConfigError, match="rdsProxy with minAcu 0: RDS Proxy keeps a connection open"):
+        load_config(aurora, ENV)
+    assert load_config({**aurora, "minAcu": "0.5"}, ENV).database.rds_proxy
+    assert load_config({"database": "aurora-serverless-v2"}, ENV).database.auto_pause
+
+
 def test_the_retired_desired_count_key_is_refused_with_the_way_forward() -> None:
     """A cdk.json from the release that read desiredCount stops synth saying what to set instead."""
     with pytest.raises(ConfigError, match="'desiredCount' is no longer read: the service starts at minTasks"):

@@ -11,7 +11,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from stacks import outputs
-from tests.infra.conftest import Synth
+from tests.infra.conftest import Synth, synthesize
 
 
 def resources(template: Template, type_: str) -> dict[str, Any]:
@@ -39,8 +39,10 @@ def logical_id(template: Template, type_: str) -> str:
 def test_aurora_serverless_v2_cluster_pauses_in_dev_and_stays_warm_in_prod(
     dev_aurora: Synth, prod_aurora: Synth
 ) -> None:
+    pausing = synthesize("dev", database="aurora-serverless-v2")
     for synth, scaling in (
-        (dev_aurora, {"MinCapacity": 0, "MaxCapacity": 4, "SecondsUntilAutoPause": 600}),
+        (pausing, {"MinCapacity": 0, "MaxCapacity": 4, "SecondsUntilAutoPause": 600}),
+        (dev_aurora, {"MinCapacity": 0.5, "MaxCapacity": 4}),
         (prod_aurora, {"MinCapacity": 2, "MaxCapacity": 16}),
     ):
         cluster = only(synth.data, "AWS::RDS::DBCluster")["Properties"]
@@ -101,8 +103,7 @@ def test_rds_proxy_requires_tls_and_reads_only_the_application_secret(
     assert auth["IAMAuth"] == "DISABLED"
     group = only(synth.data, "AWS::RDS::DBProxyTargetGroup")["Properties"]["ConnectionPoolConfigurationInfo"]
     assert group["MaxConnectionsPercent"] == 90
-    # dev's Aurora pauses when idle: the proxy keeps no idle connection open to it.
-    assert group["MaxIdleConnectionsPercent"] == (0 if variant == "dev_aurora" else 10)
+    assert group["MaxIdleConnectionsPercent"] == 10
 
 
 def test_the_service_connects_through_the_proxy_and_reads_from_the_readers(dev_aurora: Synth) -> None:
@@ -114,7 +115,13 @@ def test_the_service_connects_through_the_proxy_and_reads_from_the_readers(dev_a
     # Aurora's readers are reached through the proxy's read-only endpoint.
     endpoint = only(dev_aurora.data, "AWS::RDS::DBProxyEndpoint")["Properties"]
     assert endpoint["TargetRole"] == "READ_ONLY"
-    # An idle dev cluster pauses: no pooled connection is kept, and a request waits out a resume.
+    # Behind the proxy the cluster never pauses: the pool is the usual one.
+    assert "POOL_MIN_SIZE" not in env and "DB_CONNECT_TIMEOUT_SECONDS" not in env
+
+
+def test_a_cluster_that_pauses_gets_a_pool_that_lets_it() -> None:
+    """No pooled connection is kept, so an idle dev cluster pauses, and a request waits out a resume."""
+    env, _ = container_env(synthesize("dev", database="aurora-serverless-v2"))
     assert env["POOL_MIN_SIZE"] == "0" and int(env["POOL_MAX_IDLE_SECONDS"]) < 600
     assert int(env["DB_CONNECT_TIMEOUT_SECONDS"]) >= 20
 

@@ -27,7 +27,7 @@ UPGRADE_CONTEXT: dict[str, dict[str, str]] = {
     "prod-aurora": {"proxyAzs": "3"},
 }
 DEV = {"profile": "dev"}
-AURORA = {"profile": "dev", "database": "aurora-serverless-v2", "readers": "1", "rdsProxy": "true"}
+AURORA = {"profile": "dev", "database": "aurora-serverless-v2", "readers": "1", "rdsProxy": "true", "minAcu": "0.5"}
 # For each key a deployed stack may change: the base it changes on, and the value it changes to.
 CHANGES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "natGateways": (DEV, {"natGateways": "0"}),
