@@ -20,11 +20,13 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -153,12 +155,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.down or args.reset:
         return down(data_dir, reset=args.reset, assume_yes=args.yes)
     data_dir.mkdir(parents=True, exist_ok=True)
+    interrupted = threading.Event()
+    default = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         return up(args, data_dir)
+    except Exception:
+        # Ctrl-C reaches the whole process group: a child (initdb, say) may fail of it first,
+        # and its failure, not KeyboardInterrupt, is what reaches here.
+        if not interrupted.is_set():
+            raise
+        return _interrupted()
     except KeyboardInterrupt:
-        # One line, not a traceback; the next `make up` finishes whatever this one started.
-        print("\ninterrupted; `make up` starts again where this run stopped", file=sys.stderr)
-        return 130
+        return _interrupted()
+    finally:
+        signal.signal(signal.SIGINT, default)
+
+
+def _interrupted() -> int:
+    # One line, not a traceback; the next `make up` finishes whatever this one started.
+    print("\ninterrupted; `make up` starts again where this run stopped", file=sys.stderr)
+    return 130
 
 
 def down(data_dir: Path, *, reset: bool, assume_yes: bool) -> int:

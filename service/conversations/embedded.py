@@ -124,12 +124,18 @@ def start_server(data_dir: Path) -> str:
     return make_conninfo(host=socket_dir, user=MASTER_USER, dbname=DATABASE_NAME)
 
 
+# initdb's last database: the ``postgres`` database, fixed at OID 5 since PostgreSQL 15.
+_INITDB_LAST_DATABASE = Path("base") / "5"
+
+
 def _clear_unfinished_initdb(pgdata: Path) -> None:
-    """A data directory without ``global/pg_control`` is an initdb that Ctrl-C stopped: it never
-    held a database, and initdb refuses a non-empty directory, so it is removed for a fresh start."""
+    """A data directory without ``global/pg_control``, or without the ``postgres`` database that
+    initdb creates last, is an initdb that Ctrl-C stopped: it never held a database of ours, and
+    initdb refuses a non-empty directory, so it is removed for a fresh start."""
     import shutil
 
-    if pgdata.is_dir() and not (pgdata / "global" / "pg_control").exists():
+    finished = (pgdata / "global" / "pg_control").exists() and (pgdata / _INITDB_LAST_DATABASE).is_dir()
+    if pgdata.is_dir() and any(pgdata.iterdir()) and not finished:
         log.info("removing an unfinished initdb", extra={"pgdata": str(pgdata)})
         shutil.rmtree(pgdata)
 

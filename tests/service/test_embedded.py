@@ -125,3 +125,24 @@ def test_an_initdb_stopped_by_ctrl_c_is_started_afresh(tmp_path: Path, left_behi
             assert conn.execute("SELECT current_database()").fetchone() == ("ragdb",)
     finally:
         stop_embedded(data_dir)
+
+
+def test_an_initdb_stopped_before_its_last_database_is_cleared_and_a_finished_one_kept(tmp_path: Path) -> None:
+    """Ctrl-C reaches initdb too: stopped after its bootstrap (pg_control written, template1 made)
+    but before the postgres database, it leaves a cluster no server can serve; the next start
+    removes it. A finished cluster (with base/5, the postgres database) is never touched."""
+    from conversations.embedded import _clear_unfinished_initdb
+
+    stopped = tmp_path / "stopped"
+    (stopped / "global").mkdir(parents=True)
+    (stopped / "global" / "pg_control").write_bytes(b"\0")
+    (stopped / "base" / "1").mkdir(parents=True)
+    _clear_unfinished_initdb(stopped)
+    assert not stopped.exists()
+    finished = tmp_path / "finished"
+    (finished / "global").mkdir(parents=True)
+    (finished / "global" / "pg_control").write_bytes(b"\0")
+    for oid in ("1", "4", "5", "16384"):
+        (finished / "base" / oid).mkdir(parents=True)
+    _clear_unfinished_initdb(finished)
+    assert (finished / "base" / "16384").is_dir()
