@@ -14,7 +14,8 @@ PORT ?= 8080
 PROFILE ?= dev
 CERTIFICATE_ARN ?=
 ALARM_EMAIL ?=
-CDK_ARGS := -c profile=$(PROFILE) $(if $(CERTIFICATE_ARN),-c certificateArn=$(CERTIFICATE_ARN)) $(if $(ALARM_EMAIL),-c alarmEmail=$(ALARM_EMAIL)) --no-notices
+DOMAIN_NAME ?=
+CDK_ARGS := -c profile=$(PROFILE) $(if $(CERTIFICATE_ARN),-c certificateArn=$(CERTIFICATE_ARN)) $(if $(DOMAIN_NAME),-c domainName=$(DOMAIN_NAME)) $(if $(ALARM_EMAIL),-c alarmEmail=$(ALARM_EMAIL)) --no-notices
 # jsii compares this with the Node major version; 20 works but is past its end of life.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1

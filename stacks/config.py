@@ -28,6 +28,8 @@ MAX_AZS = 3
 _INSTANCE_CLASS_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _CERT_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{4,31}$")
 # Fargate's valid (cpu units -> memory MiB) combinations, for the sizes we offer.
 _FARGATE_MEMORY = {
     256: range(512, 2049, 512),
@@ -148,6 +150,24 @@ def _email(key: str, raw: Any) -> str | None:
     if not _EMAIL_RE.match(str(raw)):
         raise ConfigError(f"context '{key}' must be an e-mail address, got {raw!r}")
     return str(raw)
+
+
+def _domain(key: str, raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    value = str(raw).strip().lower().rstrip(".")
+    if not _DOMAIN_RE.match(value):
+        raise ConfigError(f"context '{key}' must be a DNS name such as api.example.com, got {raw!r}")
+    return value
+
+
+def _zone_id(key: str, raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    value = str(raw).strip().removeprefix("/hostedzone/")
+    if not _ZONE_ID_RE.match(value):
+        raise ConfigError(f"context '{key}' must be a Route 53 hosted zone id such as Z0123456789ABC, got {raw!r}")
+    return value
 
 
 def _azs(key: str, raw: Any) -> tuple[str, ...]:
@@ -325,6 +345,11 @@ class ServiceConfig:
     """None: derived from the benchmark (requests_per_target_per_minute()) for the task's CPU."""
     container_insights: bool = setting("containerInsights", _bool, dev=True, lean=False)
     certificate_arn: str | None = setting("certificateArn", _certificate, dev=None)
+    domain_name: str | None = setting("domainName", _domain, dev=None)
+    """The name clients use (the certificate's); the service URL and make verify use it."""
+    hosted_zone_id: str | None = setting("hostedZoneId", _zone_id, dev=None)
+    """With domainName: the Route 53 zone (of hostedZoneName) that gets the alias record to the load balancer."""
+    hosted_zone_name: str | None = setting("hostedZoneName", _domain, dev=None)
     allow_plain_http: bool = setting("allowPlainHttp", _bool, dev=False)
     """Explicit opt-out: prod serves plain HTTP without a certificate (never the default)."""
     allowed_cidrs: tuple[str, ...] = setting("allowedCidrs", _cidrs, dev=("0.0.0.0/0",))
@@ -463,8 +488,21 @@ def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> Deploymen
 
 
 def _check(config: DeploymentConfig) -> DeploymentConfig:
-    network, database, service = config.network, config.database, config.service
-    if config.is_prod and not service.certificate_arn and not service.allow_plain_http:
+    """What no single key can say wrong: the keys together, and what prod requires."""
+    _check_prod(config)
+    _check_endpoint(config.service)
+    _check_database(config.database, config.network)
+    _check_tasks(config.service)
+    network = config.network
+    if network.max_azs > len(network.availability_zones):
+        raise ConfigError(f"maxAzs {network.max_azs} needs that many availabilityZones")
+    if network.nat_gateways > network.max_azs:
+        config = dataclasses.replace(config, network=dataclasses.replace(network, nat_gateways=network.max_azs))
+    return config
+
+
+def _check_prod(config: DeploymentConfig) -> None:
+    if config.is_prod and not config.service.certificate_arn and not config.service.allow_plain_http:
         raise ConfigError(
             "the prod profile needs context 'certificateArn' (an ACM certificate in the stack's region): without "
             "it the API token and every conversation travel over plain HTTP. To accept that anyway, set "
@@ -476,8 +514,25 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
             "subscriber its alarms reach nobody. Confirm the e-mail AWS sends after the deploy; make verify "
             "fails until someone has"
         )
-    if network.max_azs > len(network.availability_zones):
-        raise ConfigError(f"maxAzs {network.max_azs} needs that many availabilityZones")
+
+
+def _check_endpoint(service: ServiceConfig) -> None:
+    if service.certificate_arn and not service.domain_name:
+        raise ConfigError(
+            "context 'certificateArn' needs 'domainName', the name the certificate covers: clients (and make "
+            "verify) would otherwise reach the load balancer's own DNS name, which no certificate of yours covers"
+        )
+    if bool(service.hosted_zone_id) != bool(service.hosted_zone_name):
+        raise ConfigError("context 'hostedZoneId' and 'hostedZoneName' go together (the zone's id and its name)")
+    if service.hosted_zone_id:
+        zone, domain = service.hosted_zone_name or "", service.domain_name or ""
+        if not domain:
+            raise ConfigError("context 'hostedZoneId' needs 'domainName': the record to create in that zone")
+        if domain != zone and not domain.endswith("." + zone):
+            raise ConfigError(f"context 'domainName' {domain!r} is not in the hosted zone {zone!r}")
+
+
+def _check_database(database: DatabaseConfig, network: NetworkConfig) -> None:
     if database.aurora and database.rds_proxy and database.min_acu == 0:
         raise ConfigError(
             "rdsProxy with minAcu 0: RDS Proxy keeps a connection open to each instance, so the cluster "
@@ -486,12 +541,13 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
         )
     if database.proxy_azs > network.max_azs:
         raise ConfigError(f"proxyAzs {database.proxy_azs} needs maxAzs of at least that, got {network.max_azs}")
-    if network.nat_gateways > network.max_azs:
-        config = dataclasses.replace(config, network=dataclasses.replace(network, nat_gateways=network.max_azs))
     if database.min_acu > database.max_acu:
         raise ConfigError(f"minAcu ({database.min_acu:g}) must not be larger than maxAcu ({database.max_acu:g})")
     if database.max_allocated_storage_gib <= database.allocated_storage_gib:
         raise ConfigError("dbMaxAllocatedStorage must be larger than dbAllocatedStorage (storage autoscaling)")
+
+
+def _check_tasks(service: ServiceConfig) -> None:
     if service.min_tasks > service.max_tasks:
         raise ConfigError(f"minTasks ({service.min_tasks}) must not be larger than maxTasks ({service.max_tasks})")
     if service.cpu not in _FARGATE_MEMORY:
@@ -502,4 +558,3 @@ def _check(config: DeploymentConfig) -> DeploymentConfig:
             f"context 'memoryMiB' {service.memory_mib} is not valid with cpu {service.cpu} "
             f"(Fargate allows {allowed.start}-{allowed.stop - 1} in steps of {allowed.step})"
         )
-    return config

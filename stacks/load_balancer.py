@@ -8,6 +8,8 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -112,7 +114,7 @@ class LoadBalancer:
                 open=False,
                 default_action=elbv2.ListenerAction.redirect(protocol="HTTPS", port="443", permanent=True),
             )
-            self.url = f"https://{self.load_balancer.load_balancer_dns_name}"
+            self.url = f"https://{config.domain_name or self.load_balancer.load_balancer_dns_name}"
         else:
             self.listener = self.load_balancer.add_listener(
                 "Http",
@@ -121,4 +123,16 @@ class LoadBalancer:
                 default_target_groups=[self.target_group],
                 open=False,
             )
-            self.url = f"http://{self.load_balancer.load_balancer_dns_name}"
+            self.url = f"http://{config.domain_name or self.load_balancer.load_balancer_dns_name}"
+        if config.hosted_zone_id and config.hosted_zone_name and config.domain_name:
+            # An alias to the load balancer, in a zone given by id and name: no lookup at synth.
+            zone = route53.HostedZone.from_hosted_zone_attributes(
+                scope, "Zone", hosted_zone_id=config.hosted_zone_id, zone_name=config.hosted_zone_name
+            )
+            route53.ARecord(
+                scope,
+                "Alias",
+                zone=zone,
+                record_name=f"{config.domain_name}.",
+                target=route53.RecordTarget.from_alias(route53_targets.LoadBalancerTarget(self.load_balancer)),
+            )

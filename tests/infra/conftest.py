@@ -71,7 +71,11 @@ def dev() -> Synth:
 @pytest.fixture(scope="session")
 def prod() -> Synth:
     return synthesize(
-        "prod", certificateArn=CERT, alarmEmail="ops@example.com", allowedCidrs="203.0.113.0/24,2001:db8::/32"
+        "prod",
+        certificateArn=CERT,
+        domainName="api.example.com",
+        alarmEmail="ops@example.com",
+        allowedCidrs="203.0.113.0/24,2001:db8::/32",
     )
 
 
@@ -100,7 +104,7 @@ def lean_aurora() -> Synth:
 
 @pytest.fixture(scope="session")
 def prod_aurora() -> Synth:
-    return synthesize("prod", certificateArn=CERT, alarmEmail="ops@example.com", **AURORA)
+    return synthesize("prod", certificateArn=CERT, domainName="api.example.com", alarmEmail="ops@example.com", **AURORA)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def test_dev_is_the_default_and_cheap() -> None:
     assert config.network.azs == ("eu-west-1a", "eu-west-1b")
 
 
-PROD = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
+PROD = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
 
 
 def test_lean_gives_up_nat_and_redundancy_not_the_security_bar() -> None:
@@ -75,6 +75,7 @@ def test_overrides_by_context() -> None:
             "memoryMiB": 4096,
             "natGateways": "1",
             "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abcd-ef",
+            "domainName": "API.example.com.",
             "allowedCidrs": "10.0.0.0/8, 192.0.2.0/24",
             "alarmEmail": "ops@example.com",
             "embeddingDimension": "768",
@@ -90,6 +91,7 @@ def test_overrides_by_context() -> None:
         config.network.nat_gateways,
     ) == (4, 2048, 4096, 1)
     assert config.service.allowed_cidrs == ("10.0.0.0/8", "192.0.2.0/24")
+    assert config.service.domain_name == "api.example.com"
     assert config.database.embedding_dimension == 768 and config.alarms.email == "ops@example.com"
     assert config.network.azs == ("eu-west-1b", "eu-west-1c", "eu-west-1a") and config.account == "111122223333"
 
@@ -106,6 +108,14 @@ def test_overrides_by_context() -> None:
         ({"allowedCidrs": "10.0.0.1/8"}, "invalid CIDR"),
         ({"certificateArn": "arn:aws:iam::1:cert"}, "certificateArn"),
         ({"alarmEmail": "nobody"}, "alarmEmail"),
+        ({"certificateArn": CERT}, "'certificateArn' needs 'domainName', the name the certificate covers"),
+        ({"domainName": "not a name"}, "domainName' must be a DNS name"),
+        ({"domainName": "api.example.com", "hostedZoneId": "Z0123456789ABC"}, "go together"),
+        ({"hostedZoneId": "nope", "hostedZoneName": "example.com"}, "hosted zone id"),
+        (
+            {"domainName": "api.example.org", "hostedZoneId": "Z0123456789ABC", "hostedZoneName": "example.com"},
+            "is not in the hosted zone 'example.com'",
+        ),
         ({"embeddingDimension": "4096"}, "embeddingDimension"),
         ({"natGateways": "4"}, "natGateways"),
         ({"taskArchitecture": "sparc"}, "taskArchitecture' must be one of x86_64, arm64"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.support.templates import CERT, Templates, synthesize
 
-PROD = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
+PROD = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
 
 
 @functools.cache
@@ -101,3 +101,16 @@ def test_a_release_that_answers_5xx_is_rolled_back_by_its_deployment_alarm() -> 
     assert all(m["MetricStat"]["Period"] == 60 for m in alarm["Metrics"] if "MetricStat" in m)
     assert "errors + lb_errors" in expression["Expression"] and alarm["Threshold"] == 10
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 2
+
+
+def test_prod_is_reached_by_its_domain_name_with_an_optional_alias() -> None:
+    """The load balancer's own DNS name is covered by no certificate of the operator's: prod's
+    ServiceUrl (what make verify calls) is the domain name, and Route 53 can point it there."""
+    plain = variant(**PROD)["Service"]
+    assert plain["Outputs"]["ServiceUrl"]["Value"] == "https://api.example.com"
+    assert not of_type(plain, "AWS::Route53::RecordSet")
+    aliased = variant(**PROD, hostedZoneId="Z0123456789ABC", hostedZoneName="example.com")["Service"]
+    (record,) = of_type(aliased, "AWS::Route53::RecordSet").values()
+    props = record["Properties"]
+    assert props["Name"] == "api.example.com." and props["Type"] == "A" and props["HostedZoneId"] == "Z0123456789ABC"
+    assert "CanonicalHostedZoneID" in json.dumps(props["AliasTarget"])

@@ -79,7 +79,8 @@ def test_slow_statements_are_logged_without_their_parameters(dev: Synth) -> None
 def test_prod_refuses_to_deploy_alarms_nobody_receives() -> None:
     with pytest.raises(ConfigError, match="the prod profile needs context 'alarmEmail'"):
         load_config({"profile": "prod", "certificateArn": CERT}, ENV)
-    assert load_config({"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}, ENV).alarms.email
+    prod = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
+    assert load_config(prod, ENV).alarms.email
 
 
 def test_prod_refuses_plain_http_unless_the_operator_opts_out() -> None:

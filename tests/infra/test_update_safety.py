@@ -53,7 +53,16 @@ CHANGES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "fargateSpot": (DEV, {"fargateSpot": "true"}),
     "requestsPerTarget": (DEV, {"requestsPerTarget": "500"}),
     "containerInsights": (DEV, {"containerInsights": "false"}),
-    "certificateArn": (DEV, {"certificateArn": CERT}),
+    "certificateArn": (DEV, {"certificateArn": CERT, "domainName": "api.example.com"}),
+    "domainName": (DEV, {"domainName": "api.example.com"}),
+    "hostedZoneId": (
+        DEV,
+        {"domainName": "api.example.com", "hostedZoneId": "Z0123456789ABC", "hostedZoneName": "example.com"},
+    ),
+    "hostedZoneName": (
+        DEV,
+        {"domainName": "api.example.com", "hostedZoneId": "Z0123456789ABC", "hostedZoneName": "example.com"},
+    ),
     "allowedCidrs": (DEV, {"allowedCidrs": "10.0.0.0/8"}),
     "alarmEmail": (DEV, {"alarmEmail": "ops@example.com"}),
     "dbConnectionsAlarm": (DEV, {"dbConnectionsAlarm": "100"}),
@@ -82,7 +91,7 @@ def test_every_key_a_deployed_stack_may_change_is_in_the_matrix() -> None:
 
 @pytest.mark.parametrize("key", list(NOT_IN_TEMPLATES))
 def test_keys_outside_the_templates_change_none(key: str) -> None:
-    prod = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
+    prod = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
     assert templates(prod) == templates({**prod, key: "true"})
 
 

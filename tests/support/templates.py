@@ -25,7 +25,7 @@ REGION = "eu-west-1"
 CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/12345678-1234-1234-1234-123456789012"
 ROLES = ("Network", "Data", "Service")
 _HASH = re.compile(r"\b[0-9a-f]{64}\b")
-_PROD = {"profile": "prod", "certificateArn": CERT, "alarmEmail": "ops@example.com"}
+_PROD = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
 _AURORA = "aurora-serverless-v2"
 
 # The deployments an operator runs: each profile, and each with the database features that
