@@ -7,20 +7,32 @@ and secret rotation can fail before any service exists, and their alarms need so
 from __future__ import annotations
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
 ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 BELOW = cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD
 # Secrets Manager reports a rotation that failed or was abandoned as a service event.
 ROTATION_FAILED_EVENTS = ("RotationFailed", "RotationAbandoned")
+
+
+@jsii.implements(events.IRuleTarget)
+class _TopicTarget:
+    """The topic as a rule's target, its permission granted by the topic's own policy (above)."""
+
+    def __init__(self, topic: sns.ITopic) -> None:
+        self.topic = topic
+
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(arn=self.topic.topic_arn)
 
 
 class AlarmTopic(Construct):
@@ -56,7 +68,21 @@ class AlarmTopic(Construct):
                 detail={"eventName": list(ROTATION_FAILED_EVENTS)},
             ),
         )
-        rule.add_target(targets.SnsTopic(self.topic))
+        rule.add_target(_TopicTarget(self.topic))
+        # EventBridge may publish for this rule only (confused-deputy prevention): aws-cdk-lib's
+        # SnsTopic target would allow events.amazonaws.com for any rule of any account.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventsFromTheRotationRule",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "ArnEquals": {"aws:SourceArn": rule.rule_arn},
+                    "StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account},
+                },
+            )
+        )
         return rule
 
     def alarm(

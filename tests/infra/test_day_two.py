@@ -114,3 +114,16 @@ def test_prod_is_reached_by_its_domain_name_with_an_optional_alias() -> None:
     props = record["Properties"]
     assert props["Name"] == "api.example.com." and props["Type"] == "A" and props["HostedZoneId"] == "Z0123456789ABC"
     assert "CanonicalHostedZoneID" in json.dumps(props["AliasTarget"])
+
+
+def test_eventbridge_may_publish_to_the_alarm_topic_for_the_rotation_rule_only() -> None:
+    """Confused-deputy prevention: the topic trusts events.amazonaws.com only for this account's
+    RotationFailed rule, not for any rule of any account."""
+    data = variant(profile="dev")["Data"]
+    (policy,) = of_type(data, "AWS::SNS::TopicPolicy").values()
+    allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allows and all(s["Principal"] == {"Service": "events.amazonaws.com"} for s in allows)
+    (rule_id,) = of_type(data, "AWS::Events::Rule")
+    for statement in allows:
+        assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
+        assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
