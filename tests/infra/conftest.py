@@ -19,11 +19,11 @@ from aws_cdk.assertions import Template
 
 from app import build
 from stacks.config import load_config
+from tests.support.templates import ACCOUNT, PROD, REGION
+
+PROD_KEYS = {k: v for k, v in PROD.items() if k != "profile"}
 
 ROOT = Path(__file__).resolve().parents[2]
-ACCOUNT = "123456789012"
-REGION = "eu-west-1"
-CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/12345678-1234-1234-1234-123456789012"
 
 
 @dataclass
@@ -70,13 +70,7 @@ def dev() -> Synth:
 
 @pytest.fixture(scope="session")
 def prod() -> Synth:
-    return synthesize(
-        "prod",
-        certificateArn=CERT,
-        domainName="api.example.com",
-        alarmEmail="ops@example.com",
-        allowedCidrs="203.0.113.0/24,2001:db8::/32",
-    )
+    return synthesize("prod", **PROD_KEYS, allowedCidrs="203.0.113.0/24,2001:db8::/32")
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +98,7 @@ def lean_aurora() -> Synth:
 
 @pytest.fixture(scope="session")
 def prod_aurora() -> Synth:
-    return synthesize("prod", certificateArn=CERT, domainName="api.example.com", alarmEmail="ops@example.com", **AURORA)
+    return synthesize("prod", **PROD_KEYS, **AURORA)
 
 
 @pytest.fixture(scope="session")

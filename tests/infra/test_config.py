@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError, DeploymentConfig, load_config
-from tests.infra.conftest import CERT
+from tests.support.templates import CERT, PROD
 
 ENV = {"CDK_DEFAULT_REGION": "eu-west-1"}
 
@@ -24,9 +24,6 @@ def test_dev_is_the_default_and_cheap() -> None:
     assert config.database.backup_retention_days == 7 and not config.database.performance_insights
     assert config.account is None and config.region == "eu-west-1"
     assert config.network.azs == ("eu-west-1a", "eu-west-1b")
-
-
-PROD = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
 
 
 def test_lean_gives_up_nat_and_redundancy_not_the_security_bar() -> None:

@@ -4,22 +4,14 @@ not collide and keep to their own network and logs."""
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
-from tests.support.templates import CERT, Templates, synthesize
-
-PROD = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
-
-
-@functools.cache
-def templates(context: str) -> Templates:
-    return synthesize(json.loads(context))
+from tests.support.templates import PROD, Templates, synthesized
 
 
 def variant(**context: str) -> Templates:
-    return templates(json.dumps(context, sort_keys=True))
+    return synthesized(context)
 
 
 def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,8 @@ from conversations.__main__ import KEEP_ALIVE_S
 from stacks.config import ConfigError, load_config
 from stacks.database import POSTGRES_MAJOR
 from stacks.network import NetworkStack
-from tests.infra.conftest import ACCOUNT, CERT, REGION, Synth
+from tests.infra.conftest import Synth
+from tests.support.templates import ACCOUNT, CERT, PROD, REGION
 
 ENV = {"CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION}
 
@@ -79,8 +80,7 @@ def test_slow_statements_are_logged_without_their_parameters(dev: Synth) -> None
 def test_prod_refuses_to_deploy_alarms_nobody_receives() -> None:
     with pytest.raises(ConfigError, match="the prod profile needs context 'alarmEmail'"):
         load_config({"profile": "prod", "certificateArn": CERT}, ENV)
-    prod = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
-    assert load_config(prod, ENV).alarms.email
+    assert load_config(PROD, ENV).alarms.email
 
 
 def test_prod_refuses_plain_http_unless_the_operator_opts_out() -> None:

@@ -6,20 +6,19 @@ A diff here is a change to what `cdk deploy` would do: read it, then accept it w
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+from tests.support.templates import ASSET_HASH
 
 
 def mask_asset_hashes(data: Any, path: Any) -> Any:
     """Asset hashes (S3 keys, image tags, asset paths) change with the machine and the wheels
     pip picked; everything else in a template must not."""
-    return _HASH.sub("<asset-hash>", data) if isinstance(data, str) else data
+    return ASSET_HASH.sub("<asset-hash>", data) if isinstance(data, str) else data
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ the templates as CloudFormation would apply it (tests/support/updates.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from stacks.config import CONTEXT_KEYS
-from tests.support.templates import CERT, VARIANTS, Templates, recorded, synthesize
+from tests.support.templates import CERT, PROD, VARIANTS, recorded, synthesized
 from tests.support.updates import update_problems
 
 RELEASED = Path(__file__).parent / "released" / "2026-11-24"
@@ -73,14 +72,7 @@ NOT_IN_TEMPLATES = {
     "terminationProtection": "a stack setting the CLI applies, not a template property",
     "allowPlainHttp": "a synth-time gate: prod refuses to synth without a certificate unless it is set",
 }
-_cache: dict[str, Templates] = {}
-
-
-def templates(context: dict[str, Any]) -> Templates:
-    key = repr(sorted(context.items()))
-    if key not in _cache:
-        _cache[key] = synthesize(context)
-    return _cache[key]
+templates = synthesized
 
 
 def test_every_key_a_deployed_stack_may_change_is_in_the_matrix() -> None:
@@ -91,7 +83,7 @@ def test_every_key_a_deployed_stack_may_change_is_in_the_matrix() -> None:
 
 @pytest.mark.parametrize("key", list(NOT_IN_TEMPLATES))
 def test_keys_outside_the_templates_change_none(key: str) -> None:
-    prod = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
+    prod = dict(PROD)
     assert templates(prod) == templates({**prod, key: "true"})
 
 

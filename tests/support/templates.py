@@ -8,6 +8,7 @@ At a release, record what it deploys so the next one is checked against it:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -24,8 +25,15 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/12345678-1234-1234-1234-123456789012"
 ROLES = ("Network", "Data", "Service")
-_HASH = re.compile(r"\b[0-9a-f]{64}\b")
-_PROD = {"profile": "prod", "certificateArn": CERT, "domainName": "api.example.com", "alarmEmail": "ops@example.com"}
+ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+"""An asset hash (S3 key, image tag, asset path): it changes with the machine and the wheels pip picked."""
+PROD: Mapping[str, str] = {
+    "profile": "prod",
+    "certificateArn": CERT,
+    "domainName": "api.example.com",
+    "alarmEmail": "ops@example.com",
+}
+"""The least a prod deployment names: its certificate, the name that certificate covers, an alarm address."""
 _AURORA = "aurora-serverless-v2"
 
 # The deployments an operator runs: each profile, and each with the database features that
@@ -33,12 +41,12 @@ _AURORA = "aurora-serverless-v2"
 VARIANTS: Mapping[str, Mapping[str, Any]] = {
     "dev": {"profile": "dev"},
     "lean": {"profile": "lean"},
-    "prod": _PROD,
+    "prod": PROD,
     "dev-proxy": {"profile": "dev", "rdsProxy": "true"},
     "dev-readers": {"profile": "dev", "readers": "2"},
     "dev-aurora": {"profile": "dev", "database": _AURORA, "readers": "1", "rdsProxy": "true", "minAcu": "0.5"},
-    "prod-proxy": {**_PROD, "rdsProxy": "true", "readers": "1"},
-    "prod-aurora": {**_PROD, "database": _AURORA, "readers": "1", "rdsProxy": "true"},
+    "prod-proxy": {**PROD, "rdsProxy": "true", "readers": "1"},
+    "prod-aurora": {**PROD, "database": _AURORA, "readers": "1", "rdsProxy": "true"},
 }
 Templates = dict[str, dict[str, Any]]
 """A deployment's templates by the stack's role: Network, Data, Service."""
@@ -46,7 +54,7 @@ Templates = dict[str, dict[str, Any]]
 
 def masked(template: Any) -> Any:
     """Asset hashes change with the machine and the wheels pip picked: masked, as the snapshots do."""
-    return json.loads(_HASH.sub("<asset-hash>", json.dumps(template)))
+    return json.loads(ASSET_HASH.sub("<asset-hash>", json.dumps(template)))
 
 
 def synthesize(context: Mapping[str, Any]) -> Templates:
@@ -66,6 +74,17 @@ def synthesize(context: Mapping[str, Any]) -> Templates:
         role: masked(assembly.get_stack_by_name(stack.stack_name).template)
         for role, stack in zip(ROLES, stacks, strict=True)
     }
+
+
+def synthesized(context: Mapping[str, str]) -> Templates:
+    """:func:`synthesize`, once per distinct context in a test session (the templates are read,
+    never changed, by the tests that share them)."""
+    return _synthesized(tuple(sorted(context.items())))
+
+
+@functools.cache
+def _synthesized(context: tuple[tuple[str, str], ...]) -> Templates:
+    return synthesize(dict(context))
 
 
 def record(directory: Path) -> None:
