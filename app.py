@@ -71,11 +71,9 @@ def cdk_environment(environ: Mapping[str, str]) -> dict[str, str]:
     import botocore.session
 
     env = dict(environ)
-    session = botocore.session.Session()
-    if env.get("AWS_PROFILE"):
-        session.set_config_variable("profile", env["AWS_PROFILE"])
     try:
-        configured = session.get_config_variable("region")
+        # botocore reads the profile (AWS_PROFILE) and its config file as the CLI does.
+        configured = botocore.session.Session().get_config_variable("region")
     except botocore.exceptions.ProfileNotFound:
         configured = None
     if not (configured or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")):

@@ -114,7 +114,6 @@ class LoadBalancer:
                 open=False,
                 default_action=elbv2.ListenerAction.redirect(protocol="HTTPS", port="443", permanent=True),
             )
-            self.url = f"https://{config.domain_name or self.load_balancer.load_balancer_dns_name}"
         else:
             self.listener = self.load_balancer.add_listener(
                 "Http",
@@ -123,7 +122,8 @@ class LoadBalancer:
                 default_target_groups=[self.target_group],
                 open=False,
             )
-            self.url = f"http://{config.domain_name or self.load_balancer.load_balancer_dns_name}"
+        host = config.domain_name or self.load_balancer.load_balancer_dns_name
+        self.url = f"{'https' if config.certificate_arn else 'http'}://{host}"
         if config.hosted_zone_id and config.hosted_zone_name and config.domain_name:
             # An alias to the load balancer, in a zone given by id and name: no lookup at synth.
             zone = route53.HostedZone.from_hosted_zone_attributes(
