@@ -21,7 +21,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up down reset verify preflight capacity cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update rds-ca clean
+.PHONY: help up down reset verify preflight restore capacity cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update rds-ca clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -93,6 +93,14 @@ deploy: $(STAMP) $(NODE_STAMP) preflight ## preflight, then deploy the three sta
 
 destroy: $(STAMP) $(NODE_STAMP) ## delete the stacks of PROFILE (prod's database is protected and snapshotted)
 	$(CDK) destroy --all $(CDK_ARGS)
+
+restore: $(STAMP) $(NODE_STAMP) ## restore PROFILE's database into its stack: lists; SNAPSHOT=id or TIME=iso|latest, YES=1 does it
+	@mkdir -p .local
+	@if [ -z "$(SNAPSHOT)$(TIME)" ]; then $(PY) -m scripts.restore --profile $(PROFILE); else \
+	  $(PY) -m scripts.restore --profile $(PROFILE) $(if $(SNAPSHOT),--snapshot '$(SNAPSHOT)') $(if $(TIME),--time '$(TIME)') \
+	    $(if $(YES),--yes) --state .local/restore-$(PROFILE).json && \
+	  $(MAKE) --no-print-directory deploy && \
+	  $(PY) -m scripts.restore --profile $(PROFILE) --finish --state .local/restore-$(PROFILE).json; fi
 
 capacity: $(STAMP) ## what to deploy for RPS=... [P99_MS=25] [PROFILE=dev] [DATABASE=instance|aurora-serverless-v2], and its cost
 	@test -n "$(RPS)" || { echo "usage: make capacity RPS=500 [P99_MS=25] [PROFILE=prod] [DATABASE=aurora-serverless-v2]" >&2; exit 2; }

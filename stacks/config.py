@@ -30,6 +30,10 @@ _CERT_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{4,31}$")
+# A DB (or DB cluster) snapshot: its identifier (an automated one starts "rds:"), or its ARN.
+_SNAPSHOT_RE = re.compile(
+    r"^((rds:)?[a-zA-Z][a-zA-Z0-9-]{0,254}|arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:(cluster-)?snapshot:(rds:)?[a-zA-Z][a-zA-Z0-9-]{0,254})$"
+)
 # Fargate's valid (cpu units -> memory MiB) combinations, for the sizes we offer.
 _FARGATE_MEMORY = {
     256: range(512, 2049, 512),
@@ -170,6 +174,15 @@ def _zone_id(key: str, raw: Any) -> str | None:
     return value
 
 
+def _snapshot(key: str, raw: Any) -> str | None:
+    if raw in (None, ""):
+        return None
+    value = str(raw).strip()
+    if not _SNAPSHOT_RE.match(value):
+        raise ConfigError(f"context '{key}' must be a DB snapshot identifier or ARN, got {raw!r}")
+    return value
+
+
 def _azs(key: str, raw: Any) -> tuple[str, ...]:
     values = _list(raw)
     if len(values) < 2:
@@ -179,7 +192,7 @@ def _azs(key: str, raw: Any) -> tuple[str, ...]:
 
 # --- declarations ---------------------------------------------------------------------------------
 
-Change = Literal["redeploy", "grow only", "create-time only"]
+Change = Literal["redeploy", "grow only", "create-time only", "set by make restore"]
 _SAME: Any = object()
 
 
@@ -310,6 +323,17 @@ class DatabaseConfig:
     )
     allow_major_version_upgrade: bool = setting("allowMajorVersionUpgrade", _bool, dev=False)
     """Let a deploy move the instance to a new major version (irreversible: snapshot first)."""
+    restore_snapshot: str | None = setting(
+        "restoreSnapshot",
+        _snapshot,
+        dev=None,
+        change="set by make restore",
+        why=(
+            "the database is created from this snapshot: naming another (or none) replaces it with a new one "
+            "(or an empty one). make restore sets it in cdk.json, per profile; keep it there afterwards"
+        ),
+    )
+    """The DB (Aurora: DB cluster) snapshot the database was restored from (scripts/restore.py)."""
 
     @property
     def aurora(self) -> bool:
@@ -443,14 +467,29 @@ def check_context_keys(context: Mapping[str, Any]) -> None:
         raise ConfigError(f"unknown context key {key!r}{hint}; the keys are: {', '.join(known)}")
 
 
+def context_value(context: Mapping[str, Any], key: str, profile: str) -> Any:
+    """The raw value of ``key`` for ``profile``: cdk.json may give a key per profile, as
+    ``{"prod": value, "dev": value}`` (make restore writes restoreSnapshot so)."""
+    raw = context.get(key)
+    if isinstance(raw, Mapping):
+        unknown = sorted(set(raw) - set(PROFILES))
+        if unknown:
+            raise ConfigError(
+                f"context '{key}' given per profile names {', '.join(map(repr, unknown))}; "
+                f"the profiles are {', '.join(PROFILES)}"
+            )
+        raw = raw.get(profile)
+    return raw
+
+
 def _value(declared: Setting, profile: str, context: Mapping[str, Any]) -> Any:
-    raw = context.get(declared.key)
+    raw = context_value(context, declared.key, profile)
     if raw in (None, ""):
         return declared.defaults[profile]
     try:
         return declared.parse(declared.key, raw)
     except ConfigError as exc:
-        if declared.change != "redeploy":
+        if declared.change in ("create-time only", "grow only"):
             raise ConfigError(f"{exc} (set at the first deploy only: {declared.why})") from None
         raise
 

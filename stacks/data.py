@@ -40,6 +40,7 @@ class DataStack(cdk.Stack):
             master_secret=self.database.master_secret,
             app_secret=self.database.app_secret,
             embedding_dimension=config.database.embedding_dimension,
+            restored_from=config.database.restore_snapshot,
             log_retention_days=config.logs.retention_days,
             log_removal=log_removal(config.logs),
             depends_on=[s.internet_connectivity_established for s in vpc.private_subnets],
@@ -71,6 +72,9 @@ class DataStack(cdk.Stack):
             output(self, outputs.DATABASE_INSTANCE_ID, database.identifier, "RDS instance identifier")
         else:
             output(self, outputs.DATABASE_CLUSTER_ID, database.identifier, "Aurora cluster identifier")
+        if config.database.restore_snapshot:
+            restored = config.database.restore_snapshot
+            output(self, outputs.RESTORED_FROM, restored, "Snapshot the database was restored from")
         if database.read_endpoint is not None:
             output(
                 self, outputs.DATABASE_READ_ENDPOINT, database.read_endpoint, "Read replicas (list, search, similar)"

@@ -80,6 +80,8 @@ class Database(Construct):
             )
             self.identifier = self.instance.instance_identifier
         self.target = target
+        if config.restore_snapshot:
+            self._restore_from(config.restore_snapshot)
         assert target.secret is not None
         self.master_secret: secretsmanager.ISecret = target.secret
         # .secret is the attachment; the generated secret itself is the child "Secret".
@@ -114,6 +116,27 @@ class Database(Construct):
         self.proxy_read_endpoint: str | None = None
         if config.rds_proxy:
             self._add_proxy(vpc, config, target)
+
+    def _restore_from(self, snapshot: str) -> None:
+        """Create the database from ``snapshot`` (scripts/restore.py). The identifier is new, so
+        CloudFormation replaces the database: it creates this one, moves every reference (secrets'
+        host, proxy, replicas, alarms, the service) to it, then deletes the old one (in prod,
+        deletion protection keeps it: the restore script says how to remove it). The master
+        password is the master secret's current one: the restore script prepares the snapshot
+        with it (CloudFormation sets it again on an instance, never on a cluster); the schema
+        resource runs again and sets the application role's from its secret. The user name and
+        database name come from the snapshot, as does a cluster's encryption: CloudFormation
+        refuses them beside it. (An instance keeps StorageEncrypted: its snapshot is encrypted.)"""
+        database = self.target.node.default_child
+        assert isinstance(database, rds.CfnDBInstance | rds.CfnDBCluster)
+        if isinstance(database, rds.CfnDBCluster):
+            database.add_property_override("SnapshotIdentifier", snapshot)
+            for inherited in ("DatabaseName", "StorageEncrypted", "MasterUserPassword"):
+                database.add_property_deletion_override(inherited)
+        else:
+            database.add_property_override("DBSnapshotIdentifier", snapshot)
+            database.add_property_deletion_override("DBName")
+        database.add_property_deletion_override("MasterUsername")
 
     def _contain(self, rotation: secretsmanager.SecretRotation) -> None:
         """A rotation function reaches Secrets Manager (its endpoint in the VPC) and PostgreSQL,

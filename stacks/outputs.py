@@ -33,6 +33,7 @@ DATABASE_INSTANCE_ID = "DatabaseInstanceId"  # database=instance only
 DATABASE_CLUSTER_ID = "DatabaseClusterId"  # database=aurora-serverless-v2 only
 DATABASE_READ_ENDPOINT = "DatabaseReadEndpoint"  # with readers only
 DATABASE_PROXY_ENDPOINT = "DatabaseProxyEndpoint"  # with rdsProxy only
+RESTORED_FROM = "RestoredFrom"  # after make restore only: the snapshot the database was created from
 DATABASE_MULTI_AZ = "DatabaseMultiAz"  # "true" or "false": what verify_deployment.py expects
 MASTER_SECRET_ARN = "MasterSecretArn"  # noqa: S105 - an output name, not a secret
 APP_SECRET_ARN = "AppSecretArn"  # noqa: S105 - an output name, not a secret

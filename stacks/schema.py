@@ -136,6 +136,7 @@ class SchemaMigrations(Construct):
         master_secret: secretsmanager.ISecret,
         app_secret: secretsmanager.ISecret,
         embedding_dimension: int,
+        restored_from: str | None,
         log_retention_days: int,
         log_removal: cdk.RemovalPolicy,
         depends_on: Sequence[IDependable],
@@ -205,6 +206,9 @@ class SchemaMigrations(Construct):
                 # TLS verified against the RDS CAs in the bundle (conversations/tls.py).
                 "SslMode": "verify-full",
                 "Migrations": migration_set(),
+                # A restored database is a new one: the resource runs again on it (the snapshot
+                # may predate migrations; its application role has the snapshot's password).
+                **({"RestoredFrom": restored_from} if restored_from else {}),
             },
             removal_policy=cdk.RemovalPolicy.DESTROY,  # Delete is a no-op on the data
         )

@@ -125,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         aws = Aws(boto3.session.Session(region_name=args.region or os.environ.get("AWS_REGION") or None))
     if args.preflight:
         assert aws is not None
-        checks = list(preflight_checks(aws, profile=args.profile, certificate_arn=args.certificate_arn))
+        from scripts.restore import CDK_JSON, recorded_snapshot
+
+        restore_snapshot = recorded_snapshot(CDK_JSON, args.profile)
+        checks = list(
+            preflight_checks(
+                aws, profile=args.profile, certificate_arn=args.certificate_arn, restore_snapshot=restore_snapshot
+            )
+        )
         return report(run_checks(checks), args.json, url=None)
     if aws is not None and aws.session.get_credentials() is None:
         print(

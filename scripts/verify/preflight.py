@@ -1,5 +1,5 @@
-"""Before a first deploy: credentials and region, the CDK bootstrap, the ECS service-linked role,
-Docker with BuildKit, the certificate."""
+"""Before a deploy: credentials and region, the CDK bootstrap, the ECS service-linked role,
+Docker with BuildKit, the certificate, and a restored database kept."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from stacks import outputs
 
 from .aws import Aws
 from .checks import CheckFailed, CheckSkipped, _aws_error
@@ -38,6 +40,7 @@ def preflight_checks(
     profile: str,
     certificate_arn: str | None,
     docker_command: tuple[str, ...] = DOCKER_COMMAND,
+    restore_snapshot: str | None = None,
 ) -> Iterator[tuple[str, Callable[[], str]]]:
     """What a first ``cdk deploy`` into an account needs, checked before it starts."""
     ctx = _Account(aws, aws.session.region_name)
@@ -46,6 +49,7 @@ def preflight_checks(
     yield "preflight: ecs service-linked role", functools.partial(_check_ecs_role, ctx)
     yield "preflight: docker", functools.partial(_check_docker, docker_command)
     yield "preflight: certificate", functools.partial(_check_certificate, ctx, profile, certificate_arn)
+    yield "preflight: restore", functools.partial(_check_restore, ctx, profile, restore_snapshot)
 
 
 def _check_credentials(ctx: _Account) -> str:
@@ -156,3 +160,29 @@ def _check_certificate(ctx: _Account, profile: str, certificate_arn: str | None)
             "finish its validation (DNS record) in ACM, then run the preflight again",
         )
     return f"{cert.get('DomainName')} ISSUED in {ctx.region}"
+
+
+def _check_restore(ctx: _Account, profile: str, snapshot: str | None) -> str:
+    """A database restored from a snapshot (make restore) must be deployed with that snapshot
+    named again: CloudFormation would otherwise replace it with an empty one (or another)."""
+    ctx.require_identity()
+    stack = outputs.stack_names(profile).data
+    try:
+        found = ctx.aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    except Exception as exc:  # noqa: BLE001
+        if "does not exist" in str(exc):
+            restoring = f", created from snapshot {snapshot}" if snapshot else ""
+            return f"{stack} is not deployed yet: a new database{restoring}"
+        raise CheckFailed(f"cannot read stack {stack} ({_aws_error(exc)})") from None
+    deployed = {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}.get(outputs.RESTORED_FROM)
+    if deployed and not snapshot:
+        raise CheckFailed(
+            f"{stack}'s database was restored from {deployed}; a deploy without restoreSnapshot would replace "
+            "it with an empty database",
+            f'put it back in cdk.json\'s context: "restoreSnapshot": {{"{profile}": "{deployed}"}}',
+        )
+    if deployed and snapshot != deployed:
+        return f"this deploy replaces {stack}'s database (restored from {deployed}) with one from {snapshot}"
+    if snapshot and snapshot != deployed:
+        return f"this deploy replaces {stack}'s database with one restored from {snapshot}"
+    return f"restored from {deployed}: kept" if deployed else "not a restored database"

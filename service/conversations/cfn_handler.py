@@ -13,6 +13,9 @@ Resource properties:
                       new code, aws/aws-cdk#17040), applies nothing. An Update without it comes
                       from a template older than the property: it applies nothing either.
   EmbeddingDimension  optional, default 1536
+  RestoredFrom        set after make restore: the snapshot the database was created from. Not read;
+                      its change makes CloudFormation send the Update that migrates the restored
+                      database and sets the application role's password from the secret again
   SslMode             optional libpq sslmode, default "verify-full" against the RDS certificate
                       authorities shipped in the bundle (``DB_SSLROOTCERT`` overrides the file)
 

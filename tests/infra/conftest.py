@@ -82,7 +82,8 @@ def lean() -> Synth:
 # an RDS instance with two read replicas behind the proxy.
 AURORA = {"database": "aurora-serverless-v2", "readers": "1", "rdsProxy": "true"}
 # The fixtures below, which every gate (cdk-nag, cfn-lint, checkov) runs on too.
-SCALED = ["dev_aurora", "lean_aurora", "prod_aurora", "dev_replicas"]
+SCALED = ["dev_aurora", "lean_aurora", "prod_aurora", "dev_replicas", "prod_restored", "aurora_restored"]
+RESTORED = "conversations-prod-data-restore-20261203-093000"
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +105,15 @@ def prod_aurora() -> Synth:
 @pytest.fixture(scope="session")
 def dev_replicas() -> Synth:
     return synthesize("dev", readers="2", rdsProxy="true")
+
+
+@pytest.fixture(scope="session")
+def prod_restored() -> Synth:
+    """Prod after make restore: the instance (and its replica) from a snapshot."""
+    return synthesize("prod", **PROD_KEYS, readers="1", restoreSnapshot=RESTORED)
+
+
+@pytest.fixture(scope="session")
+def aurora_restored() -> Synth:
+    """An Aurora cluster after make restore."""
+    return synthesize("dev", **AURORA, minAcu="0.5", restoreSnapshot=RESTORED)

@@ -201,7 +201,11 @@ def test_readme_table_matches_every_declared_context_key() -> None:
             value = declared.defaults[profile]
             expected = declared.unset if value is None else shown(value)
             assert cell.startswith(expected), f"README: {key}'s {profile} default is {cell!r}, declared {expected}"
-        marks = {"create-time only": "**Create-time only**", "grow only": "**Grow only**"}
+        marks = {
+            "create-time only": "**Create-time only**",
+            "grow only": "**Grow only**",
+            "set by make restore": "**Set by make restore**",
+        }
         for change, mark in marks.items():
             assert (mark in what) == (declared.change == change), f"README: {key} should say {mark!r} iff {change}"
 
@@ -278,3 +282,30 @@ def test_with_no_region_configured_anywhere_the_stacks_target_the_readme_default
     assert load_config({}, cdk_environment({**cli, "CDK_DEFAULT_REGION": "us-west-2"})).region == "us-west-2"
     config_file.write_text("[default]\noutput = json\n")
     assert load_config({}, cdk_environment({**cli, "AWS_REGION": "us-east-1"})).region == "us-east-1"
+
+
+def test_a_key_may_be_given_per_profile_as_make_restore_writes_it() -> None:
+    context = {"restoreSnapshot": {"prod": "conversations-prod-data-restore-1"}}
+    assert load_config({**PROD, **context}, ENV).database.restore_snapshot == "conversations-prod-data-restore-1"
+    assert load_config(context, ENV).database.restore_snapshot is None, "dev is not restored by prod's entry"
+    with pytest.raises(ConfigError, match="per profile names 'staging'; the profiles are dev, lean, prod"):
+        load_config({"restoreSnapshot": {"staging": "x"}}, ENV)
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        "nightly",
+        "rds:conversations-prod-2026-12-03-02-10",
+        "arn:aws:rds:eu-west-1:123456789012:snapshot:nightly",
+        "arn:aws:rds:eu-west-1:123456789012:cluster-snapshot:nightly",
+    ],
+)
+def test_restore_snapshot_takes_identifiers_and_arns(snapshot: str) -> None:
+    assert load_config({"restoreSnapshot": snapshot}, ENV).database.restore_snapshot == snapshot
+
+
+@pytest.mark.parametrize("snapshot", ["1starts-with-a-digit", "has space", "arn:aws:s3:::bucket"])
+def test_restore_snapshot_refuses_what_is_no_snapshot(snapshot: str) -> None:
+    with pytest.raises(ConfigError, match="must be a DB snapshot identifier or ARN"):
+        load_config({"restoreSnapshot": snapshot}, ENV)

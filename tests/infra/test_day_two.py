@@ -119,3 +119,52 @@ def test_eventbridge_may_publish_to_the_alarm_topic_for_the_rotation_rule_only()
     for statement in allows:
         assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
         assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+
+
+RESTORED = "conversations-dev-data-restore-20261203-093000"
+
+
+def test_a_restore_creates_the_database_from_its_snapshot_and_runs_the_schema_again() -> None:
+    before, after = variant(profile="dev"), variant(profile="dev", restoreSnapshot=RESTORED)
+    (instance,) = of_type(after["Data"], "AWS::RDS::DBInstance").values()
+    props = instance["Properties"]
+    assert props["DBSnapshotIdentifier"] == RESTORED
+    # The snapshot fixes the user and database name: CloudFormation refuses them beside it.
+    assert not {"MasterUsername", "DBName"} & set(props)
+    # The snapshot is encrypted (the restore script refuses any other); the password the secret's.
+    assert props["StorageEncrypted"] is True and "MasterUserPassword" in props
+    (schema,) = of_type(after["Data"], "Custom::ConversationSchema").values()
+    assert schema["Properties"]["RestoredFrom"] == RESTORED, "its change sends the Update that re-syncs the app role"
+    assert after["Data"]["Outputs"]["RestoredFrom"]["Value"] == RESTORED
+    # Nothing else changes: the secrets, keys, log groups and the service keep their resources.
+    changed = {
+        (stack, lid)
+        for stack in after
+        for lid, resource in after[stack]["Resources"].items()
+        if before[stack]["Resources"].get(lid) != resource
+    }
+    assert {lid for _, lid in changed} == {
+        next(iter(of_type(after["Data"], "AWS::RDS::DBInstance"))),
+        next(iter(of_type(after["Data"], "Custom::ConversationSchema"))),
+    }
+
+
+def test_a_restore_replaces_the_database_and_only_it_and_forgetting_it_replaces_it_again() -> None:
+    from tests.support.updates import update_problems
+
+    for base in ({"profile": "dev"}, {"profile": "dev", "database": "aurora-serverless-v2", "minAcu": "0.5"}):
+        before, after = synthesized(base), synthesized({**base, "restoreSnapshot": RESTORED})
+        restoring = update_problems(before, after)
+        assert len(restoring) == 1 and "is replaced" in restoring[0], restoring
+        assert ("DBInstance" in restoring[0]) != ("aurora" in base.get("database", "")), restoring
+        # Dropping the key later would replace the restored database with an empty one: what
+        # make preflight refuses (tests/scripts/test_restore.py).
+        assert len(update_problems(after, before)) == 1
+
+
+def test_an_aurora_restore_names_the_cluster_snapshot() -> None:
+    after = variant(profile="dev", database="aurora-serverless-v2", minAcu="0.5", restoreSnapshot=RESTORED)
+    (cluster,) = of_type(after["Data"], "AWS::RDS::DBCluster").values()
+    assert cluster["Properties"]["SnapshotIdentifier"] == RESTORED
+    # A cluster takes all four from its snapshot (the restore script set its password to the secret's).
+    assert not {"MasterUsername", "MasterUserPassword", "DatabaseName", "StorageEncrypted"} & set(cluster["Properties"])

@@ -90,6 +90,7 @@ def test_a_prepared_account_passes_every_check(account: boto3.session.Session) -
         "ecs service-linked role": "PASS",
         "docker": "PASS",
         "certificate": "PASS",
+        "restore": "PASS",
     }, verify.render_table(list(rows.values()))
     assert "123456789012" in rows["credentials and region"].detail and REGION in rows["credentials and region"].detail
     assert "version 29" in rows["cdk bootstrap"].detail

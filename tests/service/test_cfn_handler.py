@@ -220,3 +220,31 @@ def test_a_wrong_master_password_is_read_again_only_once(
     with pytest.raises(SchemaError, match="password authentication failed"):
         handler(schema_event("Create", stack_secrets), LambdaContext(), secrets_client=client)
     assert client.reads == 2
+
+
+def test_a_restored_database_is_migrated_and_its_app_role_takes_the_secrets_password(
+    pg: PostgresServer, stack_secrets: dict[str, Any], secretsmanager: Any
+) -> None:
+    """make restore: the snapshot predates a migration and the app secret's rotation since. The
+    Update that restoreSnapshot's change sends (RestoredFrom) brings both back in line."""
+    from conversations.migrate import migration_set
+
+    older = migration_set()[:-1]
+    handler(schema_event("Create", stack_secrets, Migrations=older), LambdaContext())
+    with psycopg.connect(pg.conninfo(stack_secrets["db"]), autocommit=True) as conn:
+        conn.execute("INSERT INTO conversations (conversation_id) VALUES ('from-the-snapshot')")
+    rotated = secrets.token_urlsafe(18)
+    secretsmanager.put_secret_value(
+        SecretId=stack_secrets["app"], SecretString=json.dumps({"username": APP_ROLE, "password": rotated})
+    )
+    with pytest.raises(psycopg.OperationalError):  # what the service would meet without the Update
+        psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, rotated)).close()
+    result = handler(
+        schema_event("Update", stack_secrets, RestoredFrom="conversations-dev-data-restore-1"), LambdaContext()
+    )
+    assert result["Data"]["Applied"] == "1"
+    assert result["Data"]["SchemaVersion"] == str(load_migrations()[-1].version)
+    with psycopg.connect(pg.conninfo(stack_secrets["db"], APP_ROLE, rotated)) as app:
+        assert (
+            scalar(app.execute("SELECT count(*) FROM conversations WHERE conversation_id = 'from-the-snapshot'")) == 1
+        )
