@@ -47,10 +47,45 @@ class AlarmTopic(Construct):
             description="Encrypts the alarm topic",
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
+        stack = cdk.Stack.of(self)
+        this_account = {"aws:SourceAccount": stack.account}
         # Alarms and event rules publish to an encrypted topic only if they may use its key.
-        for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
-            key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
+        # CloudWatch's use is tied to this account's alarms (AWS documents source conditions on
+        # this grant); EventBridge's cannot be (the key request carries no source keys, so a
+        # condition would drop every notification): the topic policy below ties it to our rule.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": this_account},
+            )
+        )
+        key.grant(iam.ServicePrincipal("events.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.topic = sns.Topic(self, "Topic", master_key=key, enforce_ssl=True)
+        # A topic policy replaces SNS's default one, which let this account's alarms publish:
+        # without this statement every alarm action fails ("... alarm:X is not authorized to
+        # perform: SNS:Publish") and nobody hears anything. This account's alarms, in this region.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                    "StringEquals": this_account,
+                },
+            )
+        )
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self.action = cw_actions.SnsAction(self.topic)

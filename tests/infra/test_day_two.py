@@ -113,12 +113,42 @@ def test_eventbridge_may_publish_to_the_alarm_topic_for_the_rotation_rule_only()
     RotationFailed rule, not for any rule of any account."""
     data = variant(profile="dev")["Data"]
     (policy,) = of_type(data, "AWS::SNS::TopicPolicy").values()
-    allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
-    assert allows and all(s["Principal"] == {"Service": "events.amazonaws.com"} for s in allows)
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    allows = [s for s in statements if s["Principal"] == {"Service": "events.amazonaws.com"}]
+    assert len(allows) == 1 and allows[0]["Effect"] == "Allow"
     (rule_id,) = of_type(data, "AWS::Events::Rule")
     for statement in allows:
         assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
         assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+
+
+def test_every_alarm_may_publish_to_the_topic_and_use_its_key() -> None:
+    """The topic policy replaces SNS's default one, which let the account's alarms publish; and
+    the topic is encrypted. Both must admit CloudWatch for this account's alarms, or every alarm
+    action fails (alarm history: "not authorized to perform: SNS:Publish") and nobody is told."""
+    for context in ({"profile": "dev"}, PROD):
+        templates_ = variant(**context)
+        data = templates_["Data"]
+        (topic_id,) = of_type(data, "AWS::SNS::Topic")
+        (policy,) = of_type(data, "AWS::SNS::TopicPolicy").values()
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        (alarms,) = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+        assert alarms["Effect"] == "Allow" and alarms["Action"] == "sns:Publish"
+        assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+        source = json.dumps(alarms["Condition"]["ArnLike"]["aws:SourceArn"])
+        assert ":cloudwatch:eu-west-1:123456789012:alarm:*" in source
+        (key,) = of_type(data, "AWS::KMS::Key").values()
+        grants = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if "Service" in s["Principal"]]
+        cloudwatch = [s for s in grants if s["Principal"]["Service"] == "cloudwatch.amazonaws.com"]
+        assert len(cloudwatch) == 1 and cloudwatch[0]["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": "123456789012"}
+        }
+        assert set(cloudwatch[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+        # And every alarm of both stacks does send to that topic.
+        for stack in ("Data", "Service"):
+            for alarm in of_type(templates_[stack], "AWS::CloudWatch::Alarm").values():
+                assert alarm["Properties"].get("AlarmActions"), alarm["Properties"].get("AlarmDescription")
+        assert topic_id in json.dumps(of_type(data, "AWS::CloudWatch::Alarm"))
 
 
 RESTORED = "conversations-dev-data-restore-20261203-093000"
