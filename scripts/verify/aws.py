@@ -124,8 +124,14 @@ def _check_database(aws: Aws, target: Target, profile: str) -> str:
     declared = target.output(outputs.DATABASE_MULTI_AZ)
     want_multi_az = declared == "true" if declared is not None else profile == "prod"
     source = f"the {outputs.DATABASE_MULTI_AZ} output" if declared is not None else f"the {profile} profile"
+    pending = ""
     if bool(instance.get("MultiAZ")) != want_multi_az:
-        problems.append(f"MultiAZ is {instance.get('MultiAZ')}, {source} expects {want_multi_az}")
+        # dbApplyImmediately=false (prod): RDS holds the change for the maintenance window and
+        # says so. That is the deploy working as configured, not drift.
+        if instance.get("PendingModifiedValues", {}).get("MultiAZ") == want_multi_az:
+            pending = f" (MultiAZ={want_multi_az} pending: applied in the maintenance window)"
+        else:
+            problems.append(f"MultiAZ is {instance.get('MultiAZ')}, {source} expects {want_multi_az}")
     groups = [g["DBParameterGroupName"] for g in instance.get("DBParameterGroups", [])]
     force_ssl = _parameter(rds, groups[0], "rds.force_ssl") if groups else None
     if force_ssl != "1":
@@ -135,7 +141,7 @@ def _check_database(aws: Aws, target: Target, profile: str) -> str:
         raise CheckFailed("; ".join(problems), "compare the instance with the Data stack (drift detection)")
     return (
         f"{instance['Engine']} {instance['EngineVersion']} {instance['DBInstanceClass']} available, "
-        f"encrypted, private, MultiAZ={instance.get('MultiAZ')}, force_ssl on, "
+        f"encrypted, private, MultiAZ={instance.get('MultiAZ')}{pending}, force_ssl on, "
         f"CA {instance.get('CACertificateIdentifier')} trusted"
     )
 

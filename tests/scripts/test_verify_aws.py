@@ -378,6 +378,29 @@ def test_multi_az_is_expected_from_the_stack_output_not_the_profile_name(deploye
     assert "the DatabaseMultiAz output expects True" in rows["aws: rds instance"].detail
 
 
+def test_a_multi_az_change_held_for_the_maintenance_window_is_not_drift(deployed: dict[str, Any]) -> None:
+    """Prod deploys with dbApplyImmediately=false: a dbMultiAz change waits for the window, and RDS
+    reports it under PendingModifiedValues (moto keeps no pending changes: the answer is given
+    that field here, as RDS gives it)."""
+    session = deployed["session"]
+    aws = verify.Aws(session)
+    stack_outputs = verify.load_stack_outputs(aws, "dev")
+    stack_outputs[NAMES.data][outputs.DATABASE_MULTI_AZ] = "true"
+    target = verify.Target(url="", profile="dev", stack_outputs=stack_outputs)
+
+    def pending_multi_az(parsed: dict[str, Any], **_: Any) -> None:
+        for instance in parsed.get("DBInstances", []):
+            instance["PendingModifiedValues"] = {"MultiAZ": True}
+
+    session.events.register("after-call.rds.DescribeDBInstances", pending_multi_az)
+    row = by_name(verify.run_checks(list(verify.aws_checks(aws, target))))["aws: rds instance"]
+    assert row.result == "PASS", row.detail
+    assert "MultiAZ=False (MultiAZ=True pending: applied in the maintenance window)" in row.detail
+    session.events.unregister("after-call.rds.DescribeDBInstances", pending_multi_az)
+    row = by_name(verify.run_checks(list(verify.aws_checks(verify.Aws(session), target))))["aws: rds instance"]
+    assert row.result == "FAIL" and "the DatabaseMultiAz output expects True" in row.detail
+
+
 def test_a_rotation_that_did_not_finish_is_caught(deployed: dict[str, Any]) -> None:
     """A failed rotation leaves its new version AWSPENDING and the old one AWSCURRENT: still 'enabled'."""
     sm = deployed["session"].client("secretsmanager")
