@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks import outputs
-from stacks.config import PROFILES, context_value
+from stacks.config import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = ROOT / "cdk.json"
@@ -433,13 +433,6 @@ def record_in_cdk_json(path: Path, profile: str, snapshot: str) -> None:
     per_profile[profile] = snapshot
     context[KEY] = per_profile
     path.write_text(json.dumps(document, indent=2) + "\n")
-
-
-def recorded_snapshot(path: Path, profile: str) -> str | None:
-    """The restoreSnapshot this profile deploys with, as cdk.json holds it."""
-    context = json.loads(path.read_text()).get("context", {})
-    value = context_value(context, KEY, profile)
-    return str(value) if value not in (None, "") else None
 
 
 # --- the command ------------------------------------------------------------------------------------

@@ -494,6 +494,17 @@ def _value(declared: Setting, profile: str, context: Mapping[str, Any]) -> Any:
         raise
 
 
+def setting_value(context: Mapping[str, Any], key: str, profile: str) -> Any:
+    """One key's value for ``profile`` from ``context`` (its default when unset), parsed: for
+    scripts that need a few keys without building a whole, checked, config."""
+    return _value(CONTEXT_KEYS[key], profile, context)
+
+
+def default_zones(region: str) -> tuple[str, ...]:
+    """The availability zones synth assumes without -c availabilityZones (never asking EC2)."""
+    return tuple(f"{region}{suffix}" for suffix in "abc")
+
+
 def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> DeploymentConfig:
     """Build the config from CDK context (``-c key=value`` and ``cdk.json``) and environment."""
     check_context_keys(context)
@@ -507,7 +518,7 @@ def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> Deploymen
     # Seeded, so synth never asks EC2 (no credentials needed). Override with real names
     # where a region's zones differ: -c availabilityZones=us-west-1b,us-west-1c
     if values["network"]["availability_zones"] is None:
-        values["network"]["availability_zones"] = tuple(f"{region}{suffix}" for suffix in "abc")
+        values["network"]["availability_zones"] = default_zones(region)
     prod = profile == "prod"
     config = DeploymentConfig(
         profile=profile,

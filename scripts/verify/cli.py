@@ -125,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         aws = Aws(boto3.session.Session(region_name=args.region or os.environ.get("AWS_REGION") or None))
     if args.preflight:
         assert aws is not None
-        from scripts.restore import CDK_JSON, recorded_snapshot
+        from scripts.restore import CDK_JSON
 
-        restore_snapshot = recorded_snapshot(CDK_JSON, args.profile)
+        # The context make deploy deploys with: cdk.json's (its -c flags are the certificate,
+        # domain name and alarm e-mail, none of which is a setting compared here).
+        context = json.loads(CDK_JSON.read_text()).get("context", {})
         checks = list(
-            preflight_checks(
-                aws, profile=args.profile, certificate_arn=args.certificate_arn, restore_snapshot=restore_snapshot
-            )
+            preflight_checks(aws, profile=args.profile, certificate_arn=args.certificate_arn, context=context)
         )
         return report(run_checks(checks), args.json, url=None)
     if aws is not None and aws.session.get_credentials() is None:

@@ -1,14 +1,18 @@
 """Before a deploy: credentials and region, the CDK bootstrap, the ECS service-linked role,
-Docker with BuildKit, the certificate, and a restored database kept."""
+Docker with BuildKit, the certificate; and, against what is deployed, the settings that cannot
+change (database kind, zones, proxy zones, embedding dimension) and a restored database kept."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from stacks import outputs
+from stacks.config import AURORA, DEFAULT_REGION, INSTANCE, context_value, default_zones, setting_value
 
 from .aws import Aws
 from .checks import CheckFailed, CheckSkipped, _aws_error
@@ -40,16 +44,20 @@ def preflight_checks(
     profile: str,
     certificate_arn: str | None,
     docker_command: tuple[str, ...] = DOCKER_COMMAND,
-    restore_snapshot: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[str, Callable[[], str]]]:
-    """What a first ``cdk deploy`` into an account needs, checked before it starts."""
+    """What a ``cdk deploy`` into an account needs, checked before it starts; ``context`` is the
+    one it deploys with (cdk.json's)."""
+    context = context or {}
+    snapshot = context_value(context, "restoreSnapshot", profile) or None
     ctx = _Account(aws, aws.session.region_name)
     yield "preflight: credentials and region", functools.partial(_check_credentials, ctx)
     yield "preflight: cdk bootstrap", functools.partial(_check_bootstrap, ctx)
     yield "preflight: ecs service-linked role", functools.partial(_check_ecs_role, ctx)
     yield "preflight: docker", functools.partial(_check_docker, docker_command)
     yield "preflight: certificate", functools.partial(_check_certificate, ctx, profile, certificate_arn)
-    yield "preflight: restore", functools.partial(_check_restore, ctx, profile, restore_snapshot)
+    yield "preflight: fixed settings", functools.partial(_check_fixed_settings, ctx, profile, context)
+    yield "preflight: restore", functools.partial(_check_restore, ctx, profile, snapshot)
 
 
 def _check_credentials(ctx: _Account) -> str:
@@ -186,3 +194,88 @@ def _check_restore(ctx: _Account, profile: str, snapshot: str | None) -> str:
     if snapshot and snapshot != deployed:
         return f"this deploy replaces {stack}'s database with one restored from {snapshot}"
     return f"restored from {deployed}: kept" if deployed else "not a restored database"
+
+
+def _template(ctx: _Account, stack: str) -> dict[str, Any]:
+    body = ctx.aws.client("cloudformation").get_template(StackName=stack)["TemplateBody"]
+    return dict(json.loads(body) if isinstance(body, str) else body)
+
+
+def _check_fixed_settings(ctx: _Account, profile: str, context: Mapping[str, Any]) -> str:
+    """The keys a deployed stack cannot change, compared with what it was deployed with (synth
+    cannot: it never asks AWS)."""
+    ctx.require_identity()
+    names = outputs.stack_names(profile)
+    try:
+        network, data = _template(ctx, names.network), _template(ctx, names.data)
+    except Exception as exc:  # noqa: BLE001
+        if "does not exist" in str(exc):
+            return f"{names.data} is not deployed yet: every setting is still free"
+        raise CheckFailed(f"cannot read the deployed templates ({_aws_error(exc)})") from None
+    changes = fixed_setting_changes(network, data, context, profile, ctx.region or DEFAULT_REGION)
+    if changes:
+        raise CheckFailed("; ".join(problem for problem, _ in changes), "; ".join(fix for _, fix in changes))
+    return "database kind, zones, proxy zones and embedding dimension as deployed"
+
+
+def fixed_setting_changes(
+    network: Mapping[str, Any], data: Mapping[str, Any], context: Mapping[str, Any], profile: str, region: str
+) -> list[tuple[str, str]]:
+    """What this deploy's context changes that the deployed templates fix: (problem, way out)."""
+    found: list[tuple[str, str]] = []
+    data_resources = list(data.get("Resources", {}).values())
+    types = {r.get("Type") for r in data_resources}
+    if types & {"AWS::RDS::DBCluster", "AWS::RDS::DBInstance"}:
+        deployed = AURORA if "AWS::RDS::DBCluster" in types else INSTANCE
+        kind = setting_value(context, "database", profile)
+        if kind != deployed:
+            found.append(
+                (
+                    f"the deployed database is {deployed}; database={kind} would be a new, empty one",
+                    f'keep "database": "{deployed}" in cdk.json (moving is a data migration: README, Scaling)',
+                )
+            )
+    for schema in (r for r in data_resources if r.get("Type") == "Custom::ConversationSchema"):
+        deployed_dimension = schema.get("Properties", {}).get("EmbeddingDimension")
+        dimension = setting_value(context, "embeddingDimension", profile)
+        if deployed_dimension is not None and int(deployed_dimension) != dimension:
+            found.append(
+                (
+                    f"the embedding column has {deployed_dimension} dimensions; embeddingDimension={dimension} "
+                    "would fail the schema update",
+                    f'keep "embeddingDimension": {deployed_dimension} in cdk.json',
+                )
+            )
+    deployed_zones = {
+        r["Properties"]["AvailabilityZone"]
+        for r in network.get("Resources", {}).values()
+        if r.get("Type") == "AWS::EC2::Subnet" and isinstance(r.get("Properties", {}).get("AvailabilityZone"), str)
+    }
+    zones = setting_value(context, "availabilityZones", profile) or default_zones(region)
+    used = tuple(zones[: setting_value(context, "maxAzs", profile)])
+    gone = sorted(deployed_zones - set(used))
+    if gone:
+        if deployed_zones <= set(zones):
+            fix = f"keep maxAzs at {max(zones.index(z) for z in deployed_zones) + 1} or more (it may only grow)"
+        else:
+            fix = f"keep availabilityZones as deployed: {','.join(sorted(deployed_zones))}"
+        found.append(
+            (
+                f"subnets in {', '.join(gone)} are deployed; this deploy uses {', '.join(used)} and would delete "
+                "subnets the database and tasks use",
+                fix,
+            )
+        )
+    if setting_value(context, "rdsProxy", profile):
+        for proxy in (r for r in data_resources if r.get("Type") == "AWS::RDS::DBProxy"):
+            deployed_azs = len(proxy.get("Properties", {}).get("VpcSubnetIds", []))
+            proxy_azs = setting_value(context, "proxyAzs", profile)
+            if deployed_azs and deployed_azs != proxy_azs:
+                found.append(
+                    (
+                        f"RDS Proxy is deployed in {deployed_azs} zones; proxyAzs={proxy_azs} would replace it, "
+                        "and its fixed name refuses that",
+                        f'keep "proxyAzs": {deployed_azs} in cdk.json',
+                    )
+                )
+    return found

@@ -130,3 +130,50 @@ def test_a_create_time_key_is_one_a_deployed_stack_cannot_change(
     assert CONTEXT_KEYS[key].change == "create-time only"
     problems = update_problems(templates(base), templates({**base, **change}))
     assert any("replaced" in p for p in problems), problems
+
+
+# --- what synth cannot see, make preflight does: the deployed templates against this context -------
+
+
+@pytest.mark.parametrize(
+    ("deployed", "now", "says"),
+    [
+        (DEV, {**DEV, "database": "aurora-serverless-v2"}, 'keep "database": "instance"'),
+        (AURORA, {**AURORA, "database": "instance"}, 'keep "database": "aurora-serverless-v2"'),
+        (DEV, {**DEV, "embeddingDimension": "768"}, 'keep "embeddingDimension": 1536'),
+        ({**DEV, "maxAzs": "3"}, DEV, "keep maxAzs at 3 or more"),
+        (DEV, {**DEV, "availabilityZones": "eu-west-1b,eu-west-1c"}, "availabilityZones as deployed: eu-west-1a,"),
+        (
+            {**DEV, "rdsProxy": "true", "maxAzs": "3", "proxyAzs": "3"},
+            {**DEV, "rdsProxy": "true", "maxAzs": "3"},
+            'keep "proxyAzs": 3',
+        ),
+    ],
+    ids=["to-aurora", "to-instance", "dimension", "maxAzs-shrinks", "other-zones", "proxyAzs"],
+)
+def test_preflight_refuses_a_create_time_key_changed_since_the_deploy(
+    deployed: dict[str, str], now: dict[str, str], says: str
+) -> None:
+    from scripts.verify.preflight import fixed_setting_changes
+
+    before = templates(deployed)
+    changes = fixed_setting_changes(before["Network"], before["Data"], now, "dev", "eu-west-1")
+    assert len(changes) == 1 and says in changes[0][1], changes
+
+
+@pytest.mark.parametrize(
+    ("deployed", "now"),
+    [
+        (DEV, DEV),
+        (AURORA, AURORA),
+        (DEV, {**DEV, "maxAzs": "3"}),
+        (DEV, {**DEV, "readers": "1", "rdsProxy": "true"}),
+        (dict(PROD), dict(PROD)),
+    ],
+    ids=["dev", "aurora", "maxAzs-grows", "proxy-added", "prod"],
+)
+def test_preflight_lets_every_safe_change_through(deployed: dict[str, str], now: dict[str, str]) -> None:
+    from scripts.verify.preflight import fixed_setting_changes
+
+    before = templates(deployed)
+    assert fixed_setting_changes(before["Network"], before["Data"], now, now["profile"], "eu-west-1") == []

@@ -90,6 +90,7 @@ def test_a_prepared_account_passes_every_check(account: boto3.session.Session) -
         "ecs service-linked role": "PASS",
         "docker": "PASS",
         "certificate": "PASS",
+        "fixed settings": "PASS",
         "restore": "PASS",
     }, verify.render_table(list(rows.values()))
     assert "123456789012" in rows["credentials and region"].detail and REGION in rows["credentials and region"].detail
@@ -204,3 +205,30 @@ def test_docker_must_build_with_buildkit(
         monkeypatch.setenv(key, value)
     row = preflight(account, docker=("echo", version))["docker"]
     assert row.result == result and words in row.detail, row
+
+
+def test_a_setting_the_deployed_stacks_fix_is_refused_with_the_way_back(account: boto3.session.Session) -> None:
+    """The Network stack as deployed with -c maxAzs=3 (a subnet in zone c); this deploy's
+    context has the dev default, 2 zones: the preflight stops it before CloudFormation does."""
+    ready(account)
+    cloudformation = account.client("cloudformation")
+    network = {
+        "Resources": {
+            "Vpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.0.0.0/16"}},
+            "SubnetC": {
+                "Type": "AWS::EC2::Subnet",
+                "Properties": {"VpcId": {"Ref": "Vpc"}, "CidrBlock": "10.0.3.0/24", "AvailabilityZone": f"{REGION}c"},
+            },
+        }
+    }
+    cloudformation.create_stack(StackName="Conversations-dev-Network", TemplateBody=json.dumps(network))
+    data = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    cloudformation.create_stack(StackName="Conversations-dev-Data", TemplateBody=json.dumps(data))
+    row = preflight(account)["fixed settings"]
+    assert row.result == "FAIL" and f"subnets in {REGION}c are deployed" in row.detail
+    assert row.hint == "keep maxAzs at 3 or more (it may only grow)"
+    checks = verify.preflight_checks(
+        verify.Aws(account), profile="dev", certificate_arn=None, docker_command=DOCKER_UP, context={"maxAzs": "3"}
+    )
+    rows = {r.name: r for r in verify.run_checks(list(checks))}
+    assert rows["preflight: fixed settings"].result == "PASS"

@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from scripts import restore
 from scripts import verify_deployment as verify
-from stacks.config import load_config
+from stacks.config import context_value, load_config
 
 REGION = "eu-west-1"
 STACK = "Conversations-dev-Data"
@@ -309,8 +309,9 @@ def test_cdk_json_keeps_the_other_profiles_restores(tmp_path: Path) -> None:
         "lean": "shared-by-all",
         "prod": "prod-restore-1",
     }
-    assert restore.recorded_snapshot(path, "prod") == "prod-restore-1"
-    assert restore.recorded_snapshot(path, "dev") == "shared-by-all"
+    context = json.loads(path.read_text())["context"]
+    assert context_value(context, "restoreSnapshot", "prod") == "prod-restore-1"
+    assert context_value(context, "restoreSnapshot", "dev") == "shared-by-all"
 
 
 def test_parse_time_reads_utc_and_zones() -> None:
@@ -324,8 +325,9 @@ def test_parse_time_reads_utc_and_zones() -> None:
 
 
 def preflight_restore(session: boto3.session.Session, snapshot: str | None) -> verify.Check:
+    context = {"restoreSnapshot": snapshot} if snapshot else {}
     checks = verify.preflight_checks(
-        verify.Aws(session), profile="dev", certificate_arn=None, docker_command=("true",), restore_snapshot=snapshot
+        verify.Aws(session), profile="dev", certificate_arn=None, docker_command=("true",), context=context
     )
     return {r.name: r for r in verify.run_checks(list(checks))}["preflight: restore"]
 
