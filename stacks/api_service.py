@@ -18,7 +18,7 @@ from .config import LogsConfig, NetworkConfig, ServiceConfig
 from .database import PORT as DATABASE_PORT
 from .database import Database
 from .load_balancer import CONTAINER_PORT, LIVENESS_PATH, LoadBalancer
-from .network import task_subnets
+from .network import VPC_CIDR, task_subnets
 from .util import log_removal, retention
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
@@ -38,6 +38,8 @@ def database_environment(database: Database, app_secret: secretsmanager.ISecret)
         "DB_SSLMODE": "verify-full",
         "POOL_MAX_SIZE": "10",
         "LOG_LEVEL": "INFO",
+        # The load balancer's nodes are in the VPC: only their X-Forwarded-For is believed.
+        "FORWARDED_ALLOW_IPS": VPC_CIDR,
         # After a rotation the service re-reads its credentials from this secret.
         "DB_SECRET_ARN": app_secret.secret_arn,
     }

@@ -32,7 +32,8 @@ def main() -> int:
         timeout_graceful_shutdown=20,
         timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=True,
-        forwarded_allow_ips="*",
+        # Only the load balancer's X-Forwarded-For is believed: from anyone else it is a claim.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 

@@ -48,6 +48,21 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+_WHO = (b"authorization", b"x-user-id")
+
+
+def _who(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The Authorization and X-User-Id headers, and the name of either one sent more than once
+    (which copy a front end meant is unknowable: the request is refused, not guessed at)."""
+    found: dict[bytes, bytes] = {}
+    for key, value in scope["headers"]:
+        if key in _WHO:
+            if key in found:
+                return None, None, bytes(key)
+            found[key] = bytes(value)
+    return found.get(b"authorization"), found.get(b"x-user-id"), None
+
+
 class TokenMiddleware:
     """Who is calling, before the body is read. For any non-public path: the token (a caller
     without it costs a header comparison, never a parse), then the caller's scope, the
@@ -62,12 +77,15 @@ class TokenMiddleware:
         if scope["type"] != "http" or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        header = _header(scope, b"authorization")
+        header, raw, repeated = _who(scope)
+        if repeated is not None:
+            name = "Authorization" if repeated == b"authorization" else USER_ID_HEADER
+            await error(400, "bad_request", f"the {name} header is sent more than once")(scope, receive, send)
+            return
         if not token_ok(None if header is None else header.decode("latin-1"), self.token):
             refused = error(401, "unauthorized", UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": "Bearer"})
             await refused(scope, receive, send)
             return
-        raw = _header(scope, b"x-user-id")
         user_id = None if raw is None else raw.decode("latin-1")
         if user_id is not None and not valid_header_id(user_id):
             await error(400, "bad_request", invalid_header_id(USER_ID_HEADER))(scope, receive, send)
@@ -169,8 +187,14 @@ class AdmissionMiddleware:
             self.body_bytes_in_flight -= reserve
 
 
+# Every answer of a data route holds someone's conversations: no cache (a shared proxy's, or the
+# browser's disk) keeps it, and no browser guesses its type.
+DATA_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
 class RequestLogMiddleware:
-    """One JSON log line per request, with a request id that is also returned as X-Request-Id."""
+    """One JSON log line per request, with a request id that is also returned as X-Request-Id
+    (and, on the data routes, DATA_HEADERS)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -191,13 +215,16 @@ class RequestLogMiddleware:
         token = logs.request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        added: tuple[tuple[bytes, bytes], ...] = ((b"x-request-id", rid.encode("latin-1")),)
+        if not _public(scope["path"]):
+            added += DATA_HEADERS
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+                message["headers"] = [*message["headers"], *added]
             await send(message)
 
         try:

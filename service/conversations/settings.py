@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Settings:
     network with its published token), every interface with a configured database."""
     port: int = 8080
     log_level: str = "INFO"
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks,
+    comma-separated): the load balancer's (the stack sets the VPC's range), never anyone's."""
 
     @property
     def embedded(self) -> bool:
@@ -137,6 +141,7 @@ class Settings:
             host=env.get("HOST") or ("127.0.0.1" if embedded else "0.0.0.0"),
             port=_int(env, "PORT", 8080, minimum=1, maximum=65535),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            forwarded_allow_ips=_networks(env, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
         )
 
 
@@ -181,6 +186,19 @@ def _database_read_url(env: Mapping[str, str], database_url: str | None) -> str 
         params["load_balance_hosts"] = "random"
     params["application_name"] = "conversations-read"
     return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def _networks(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name} must list IP addresses or networks (10.0.0.0/16), got {value!r}") from None
+    if not values:
+        raise SettingsError(f"{name} must list at least one IP address or network")
+    return ",".join(values)
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

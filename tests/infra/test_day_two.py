@@ -198,3 +198,10 @@ def test_an_aurora_restore_names_the_cluster_snapshot() -> None:
     assert cluster["Properties"]["SnapshotIdentifier"] == RESTORED
     # A cluster takes all four from its snapshot (the restore script set its password to the secret's).
     assert not {"MasterUsername", "MasterUserPassword", "DatabaseName", "StorageEncrypted"} & set(cluster["Properties"])
+
+
+def test_the_tasks_believe_forwarded_headers_from_the_vpc_only() -> None:
+    (task,) = of_type(variant(profile="dev")["Service"], "AWS::ECS::TaskDefinition").values()
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["FORWARDED_ALLOW_IPS"] == "10.40.0.0/16"

@@ -155,3 +155,19 @@ def test_the_login_is_kept_apart_from_the_connection_string() -> None:
     url = Settings.from_env({"DATABASE_URL": "postgresql://u:s%40cret@h/d", "API_TOKEN": TOKEN})
     assert (url.database_user, url.database_password) == ("u", "s@cret")
     assert Settings.from_env({}).database_user is None
+
+
+def test_forwarded_headers_are_believed_only_from_the_load_balancers_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from conversations import __main__ as entry
+
+    assert Settings.from_env({}).forwarded_allow_ips == "127.0.0.1"
+    assert Settings.from_env({"FORWARDED_ALLOW_IPS": "10.40.0.0/16"}).forwarded_allow_ips == "10.40.0.0/16"
+    with pytest.raises(SettingsError, match="FORWARDED_ALLOW_IPS must list IP addresses or networks"):
+        Settings.from_env({"FORWARDED_ALLOW_IPS": "*"})
+    ran: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: ran.update(kwargs))
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.40.0.0/16")
+    assert entry.main() == 0
+    assert ran["forwarded_allow_ips"] == "10.40.0.0/16" and ran["proxy_headers"] is True

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .validation import TITLE_FROM_MESSAGE_CHARS
+from .validation import MAX_ID_CHARS, TITLE_FROM_MESSAGE_CHARS, unstorable_text
 
 
 @dataclass
@@ -117,6 +117,10 @@ class ConversationCursor:
             updated_at, conversation_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
             parsed = datetime.fromisoformat(updated_at)
             if parsed.tzinfo is None or not isinstance(conversation_id, str):
+                raise ValueError
+            # A forged position PostgreSQL cannot even compare (a lone surrogate, NUL) or no id
+            # could be: refused like any other cursor this service did not issue.
+            if len(conversation_id) > MAX_ID_CHARS or unstorable_text(conversation_id) is not None:
                 raise ValueError
             return cls(parsed, conversation_id)
         except (ValueError, TypeError, binascii.Error, UnicodeError):

@@ -16,6 +16,7 @@ from .validation import (
     MAX_TITLE_CHARS,
     Role,
     _conversation_id,
+    _direction,
     _finite,
     _json_object,
     _storable_text,
@@ -57,7 +58,7 @@ class ConversationPatch(_Strict):
 
 
 class SimilarQuery(_Strict):
-    embedding: Embedding
+    embedding: Annotated[Embedding, AfterValidator(_direction)]
     limit: int = Field(default=10, ge=1, le=100)
     conversation_id: ConversationId | None = None
 

@@ -134,3 +134,11 @@ def _finite(values: list[float]) -> list[float]:
     if reason is not None:
         raise ValueError(reason)
     return values
+
+
+def _direction(values: list[float]) -> list[float]:
+    """A query for the nearest by cosine distance needs a direction: all zeros has none (every
+    distance would be undefined)."""
+    if not any(values):
+        raise ValueError("the embedding must not be all zeros: cosine distance to it is undefined")
+    return values

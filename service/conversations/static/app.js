@@ -390,10 +390,16 @@ $("confirm-dialog").addEventListener("close", async () => {
 
 // ------------------------------------------------------------------ search
 
+function unescapeHtml(text) {
+  return text.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"').replace(/&#x27;/g, "'")
+    .replace(/&amp;/g, "&");
+}
+
 function snippetNode(snippet) {
-  // The API marks matches with <b>…</b>; build <mark> elements from text, never parse HTML.
+  // The API sends escaped HTML whose only tags are <b>…</b> around matches; build <mark>
+  // elements from its text, never parse it as HTML.
   const node = el("span", { class: "snippet" });
-  const parts = snippet.split(/<b>|<\/b>/);
+  const parts = snippet.split(/<b>|<\/b>/).map(unescapeHtml);
   parts.forEach((part, index) => node.append(index % 2 ? el("mark", { text: part }) : document.createTextNode(part)));
   return node;
 }

@@ -62,7 +62,7 @@ class Idempotent(Conversations):
             created.messages_after_cursor = str(last) if last < ref["messages"] else None
             return render(created)
 
-        return self._once(idempotency, write, expand)
+        return self._once(idempotency, write, expand, conversation_id=None)
 
     def append_message_once(
         self,
@@ -85,20 +85,38 @@ class Idempotent(Conversations):
             page = self.list_messages(conversation_id, user_id=user_id, after=ref["seq"] - 1, limit=1)
             return render(page.items[0])
 
-        return self._once(idempotency, write, expand)
+        return self._once(idempotency, write, expand, conversation_id=conversation_id)
 
     def _once(
         self,
         idempotency: Idempotency,
         write: Callable[[psycopg.Connection], tuple[bytes, dict[str, Any]]],
         expand: Callable[[dict[str, Any]], bytes],
+        *,
+        conversation_id: str | None,
     ) -> tuple[bytes, bool]:
         """Run ``write`` at most once per (scope, key) within IDEMPOTENCY_TTL: the response body
         it returns is stored in the same transaction, and a repeat gets that body back (second
         value True) instead of writing again. A body larger than MAX_STORED_RESPONSE_BYTES is
         stored as ``{REPLAY_REF: reference}`` (the reference ``write`` returns with it), which
         ``expand`` turns back into a body on a replay. Reusing a key for a different request
-        is an error; a key past its expiry starts afresh."""
+        is an error; a key past its expiry starts afresh, and so does one whose conversation
+        (``conversation_id``, else the one the stored answer names) was deleted since, or
+        deleted and created again: the request then answers what it would as a new one (an
+        append to a deleted conversation: 404), never the deleted text or a missing message."""
+        for _ in range(2):
+            found = self._once_attempt(idempotency, write, expand, conversation_id)
+            if found is not None:
+                return found
+        raise AssertionError("a stale Idempotency-Key was removed, yet found again")  # pragma: no cover
+
+    def _once_attempt(
+        self,
+        idempotency: Idempotency,
+        write: Callable[[psycopg.Connection], tuple[bytes, dict[str, Any]]],
+        expand: Callable[[dict[str, Any]], bytes],
+        conversation_id: str | None,
+    ) -> tuple[bytes, bool] | None:
         with self._conn() as conn:
             with conn.transaction():
                 # A key older than the TTL is taken over as if new (the row lock serialises a
@@ -121,14 +139,25 @@ class Idempotent(Conversations):
                     return body, False
                 # The first request committed (a concurrent one waited on the key's lock).
                 row = conn.execute(
-                    f"SELECT fingerprint, response::text, response -> '{REPLAY_REF}'"
+                    f"SELECT fingerprint, response::text, response -> '{REPLAY_REF}', created_at"
                     " FROM idempotency_keys WHERE scope = %s AND key = %s",
                     (idempotency.scope, idempotency.key),
                 ).fetchone()
-        assert row is not None
-        fingerprint, replay, ref = row
-        if fingerprint != idempotency.fingerprint:
-            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+                assert row is not None
+                fingerprint, replay, ref, keyed_at = row
+                if fingerprint != idempotency.fingerprint:
+                    raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+                about = conversation_id or (ref if ref is not None else orjson.loads(replay)).get("conversation_id")
+                current = conn.execute(
+                    "SELECT created_at <= %s FROM conversations WHERE conversation_id = %s", (keyed_at, about)
+                ).fetchone()
+                if current is None or not current[0]:
+                    # Deleted (or deleted and created again) since: the stored answer is stale.
+                    conn.execute(
+                        "DELETE FROM idempotency_keys WHERE scope = %s AND key = %s",
+                        (idempotency.scope, idempotency.key),
+                    )
+                    return None
         return (expand(ref) if ref is not None else replay.encode()), True
 
     def remove_expired_idempotency_keys(self, batch: int = 1000) -> int:

@@ -3,6 +3,7 @@ over the embeddings (pgvector's HNSW with iterative scans for a scoped result)."
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,16 @@ SEARCH_ORDERED_BUDGET_MS = 50
 SCOPE_FIRST_MESSAGES = 100_000
 # Snippets are cut from the first this many characters of a hit.
 SNIPPET_SOURCE_CHARS = 100_000
+# ts_headline marks matches with these (private-use characters, removed from the text first);
+# the snippet is then HTML-escaped and they become <b> and </b>: safe to render as HTML, and the
+# content's own "<b>" is text, never a mark.
+_START, _STOP = "\ue000", "\ue001"
+
+
+def safe_snippet(marked: str) -> str:
+    """A snippet from ts_headline with _START/_STOP marks, as escaped HTML with <b> marks."""
+    return html.escape(marked, quote=True).replace(_START, "<b>").replace(_STOP, "</b>")
+
 
 # How many index tuples an iterative similarity scan may visit to fill a scoped result
 # (pgvector's default is 20,000): the bound on a similarity search's work.
@@ -64,19 +75,29 @@ class Search(Messages):
                 if not ids:
                     return []
                 with conn.cursor(row_factory=class_row(SearchHit)) as cur:
-                    return cur.execute(
+                    hits = cur.execute(
                         "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, %(q)s) AS q),"
                         " ranked AS ("
                         "  SELECT m.id, ts_rank(m.search, q.q)::float8 AS rank FROM q, messages m"
                         "  WHERE m.id = ANY(%(ids)s) ORDER BY rank DESC, m.id DESC LIMIT %(limit)s)"
                         " SELECT m.conversation_id, c.title, m.id AS message_id, m.seq, m.role, m.created_at,"
-                        f"  ts_headline('simple'::regconfig, left(m.content, {SNIPPET_SOURCE_CHARS}), q.q,"
-                        "              'MaxFragments=1, MaxWords=24, MinWords=8') AS snippet, ranked.rank"
+                        "  ts_headline('simple'::regconfig,"
+                        f"   translate(left(m.content, {SNIPPET_SOURCE_CHARS}), %(marks)s, ''), q.q,"
+                        "   %(options)s) AS snippet, ranked.rank"
                         " FROM q, ranked JOIN messages m ON m.id = ranked.id"
                         " JOIN conversations c ON c.conversation_id = m.conversation_id"
                         " ORDER BY ranked.rank DESC, m.id DESC",
-                        {"q": query, "ids": ids, "limit": limit},
+                        {
+                            "q": query,
+                            "ids": ids,
+                            "limit": limit,
+                            "marks": _START + _STOP,
+                            "options": f"MaxFragments=1, MaxWords=24, MinWords=8, StartSel={_START}, StopSel={_STOP}",
+                        },
                     ).fetchall()
+                for hit in hits:
+                    hit.snippet = safe_snippet(hit.snippet)
+                return hits
 
         try:
             return self._read(read)

@@ -1,0 +1,102 @@
+"""The edge under a caller holding the token: what is ambiguous is refused, what is forged or
+stale answers as a fresh request would, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from fastapi.testclient import TestClient
+
+from tests.support.service import TOKEN
+
+AUTH = ("Authorization", f"Bearer {TOKEN}")
+
+
+def test_a_repeated_user_id_or_authorization_header_is_refused(client: TestClient) -> None:
+    """A front end that appends its own X-User-Id instead of replacing the client's would let the
+    client choose who it is, if the first copy won: neither copy is guessed at."""
+    repeated = client.get("/conversations", headers=[AUTH, ("X-User-Id", "alice"), ("X-User-Id", "bob")])
+    assert repeated.status_code == 400 and "X-User-Id header is sent more than once" in repeated.text
+    twice = TestClient(client.app).get("/conversations", headers=[AUTH, AUTH])
+    assert twice.status_code == 400 and "Authorization header is sent more than once" in twice.text
+    assert client.get("/conversations", headers={"X-User-Id": "alice"}).status_code == 200
+
+
+def test_a_forged_cursor_is_a_400_never_a_500(client: TestClient) -> None:
+    for position in (["2026-01-01T00:00:00+00:00", "\ud800"], ["2026-01-01T00:00:00+00:00", "x" * 300]):
+        raw = json.dumps(position).encode()  # "\ud800" as its JSON escape: a lone surrogate
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        answer = client.get("/conversations", params={"cursor": cursor})
+        assert answer.status_code == 400, answer.text
+
+
+def test_a_zero_vector_is_no_query_for_the_nearest(client: TestClient) -> None:
+    answer = client.post("/search/similar", json={"embedding": [0.0] * 8})
+    assert answer.status_code == 422 and "must not be all zeros" in answer.text
+
+
+def test_an_append_replayed_after_its_conversation_was_deleted_answers_as_a_fresh_one(client: TestClient) -> None:
+    """The stored answer holds the deleted text (kept 24 h): a replay must not give it back."""
+    client.post("/conversations", json={"conversation_id": "gone"})
+    key = {"Idempotency-Key": "k-1"}
+    body = {"role": "user", "content": "deleted words"}
+    assert client.post("/conversations/gone/messages", json=body, headers=key).status_code == 201
+    assert client.delete("/conversations/gone").status_code == 204
+    replay = client.post("/conversations/gone/messages", json=body, headers=key)
+    assert replay.status_code == 404 and "deleted words" not in replay.text
+
+
+def test_a_large_append_replayed_after_delete_and_create_again_is_a_new_append(client: TestClient) -> None:
+    """Past 64 KiB the stored answer is a reference (the message's seq): after the conversation
+    was deleted and created again, that seq is not there (this was a 500)."""
+    key = {"Idempotency-Key": "k-2"}
+    client.post("/conversations", json={"conversation_id": "again"})
+    client.post("/conversations/again/messages", json={"role": "user", "content": "first"})
+    big = {"role": "user", "content": "y" * (70 * 1024)}
+    first = client.post("/conversations/again/messages", json=big, headers=key)
+    assert first.status_code == 201 and first.json()["seq"] == 2
+    client.delete("/conversations/again")
+    client.post("/conversations", json={"conversation_id": "again"})
+    replay = client.post("/conversations/again/messages", json=big, headers=key)
+    assert replay.status_code == 201 and replay.json()["seq"] == 1
+    assert "Idempotency-Replayed" not in replay.headers
+    again = client.post("/conversations/again/messages", json=big, headers=key)
+    assert again.headers.get("Idempotency-Replayed") == "true" and again.json()["seq"] == 1
+
+
+def test_a_create_replayed_after_delete_creates_it_again(client: TestClient) -> None:
+    key = {"Idempotency-Key": "k-3"}
+    body = {"conversation_id": "twice", "messages": [{"role": "user", "content": "hello"}]}
+    assert client.post("/conversations", json=body, headers=key).status_code == 201
+    assert client.post("/conversations", json=body, headers=key).headers.get("Idempotency-Replayed") == "true"
+    client.delete("/conversations/twice")
+    fresh = client.post("/conversations", json=body, headers=key)
+    assert fresh.status_code == 201 and "Idempotency-Replayed" not in fresh.headers
+    assert client.get("/conversations/twice").status_code == 200
+
+
+def test_data_answers_are_never_cached_or_sniffed(client: TestClient) -> None:
+    client.post("/conversations", json={"conversation_id": "private"})
+    for answer in (
+        client.get("/conversations"),
+        client.get("/conversations/private"),
+        client.get("/conversations/nope"),
+        TestClient(client.app).get("/conversations"),  # the 401 too
+    ):
+        assert answer.headers["cache-control"] == "no-store", answer.request.url
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/health/live").headers.get("cache-control") != "no-store"
+
+
+def test_a_search_snippet_is_safe_to_render_as_html(client: TestClient) -> None:
+    """Stored markup must not reach a client that renders snippets as HTML, and nothing in the
+    content becomes a match mark: the only tags are the <b> around the matches."""
+    content = 'needle x<y & "q" \ue000fake\ue001 <img src=x onerror=alert(1)// and 2>1'
+    client.post("/conversations", json={"conversation_id": "xss", "messages": [{"role": "user", "content": content}]})
+    (hit,) = client.get("/search", params={"q": "needle"}).json()["items"]
+    snippet = hit["snippet"]
+    assert snippet.startswith("<b>needle</b>") and snippet.count("<b>") == snippet.count("</b>") == 1
+    text = snippet.replace("<b>", "").replace("</b>", "")
+    assert not {"<", ">", '"', "\ue000", "\ue001"} & set(text), snippet
+    assert "&lt;" in text and "&amp;" in text and "&quot;" in text
