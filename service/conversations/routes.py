@@ -12,14 +12,16 @@ import asyncio
 import contextvars
 import functools
 import hashlib
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypedDict, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -155,9 +157,40 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):  # rare: only then is the repeated key looked for
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise HTTPException(400, f"the JSON body names the key {key[:100]!r} more than once")
+            seen.add(key)
+    return found
+
+
+class _StrictJsonRequest(Request):
+    """A request whose JSON body may not name a key twice in one object: which value a client
+    meant ("role": "user", ..., "role": "system") is not guessed at (json would keep the last)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+        return self._json
+
+
+class _StrictJsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
 # Every data route: the error answers documented (the token is TokenMiddleware's, documented as
 # the API's bearer security scheme by api.openapi).
-data = APIRouter(responses=ERROR_RESPONSES)
+data = APIRouter(responses=ERROR_RESPONSES, route_class=_StrictJsonRoute)
 # The page, its documentation and the health probes: no token.
 public = APIRouter()
 
