@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -19,6 +20,17 @@ from .store import Conflict, IdempotencyKeyReused, InvalidInput, InvalidSearch, 
 log = logging.getLogger("conversations.api")
 
 RETRY_AFTER_SECONDS = "5"
+BUSY_RETRY_AFTER_SECONDS = "1"
+
+
+def _known_down(request: Request) -> bool:
+    """Whether the database is known to be unreachable (a failed connection attempt, no success
+    since): a pool timeout then is the outage, not a busy task."""
+    service = getattr(request.app.state, "service", None)
+    reachability = getattr(getattr(service, "store", None), "reachability", None)
+    return bool(reachability is not None and reachability.down)
+
+
 _ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -28,11 +40,12 @@ _ERROR_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_searches",
     503: "database_unavailable",
 }
 # The error answers every data route documents.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 503)
 }
 # Store refusals: status and error code.
 _STORE_ERRORS: dict[type[Exception], tuple[int, str]] = {
@@ -99,10 +112,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return error(422, "search_timeout", str(exc))
 
     @register(psycopg.OperationalError, psycopg.InterfaceError)
-    async def unavailable(_: Request, exc: Exception) -> Response:
+    async def unavailable(request: Request, exc: Exception) -> Response:
         # OperationalError covers a refused or dropped connection, a pool that stayed busy
         # past its timeout (PoolTimeout) and a statement over statement_timeout
         # (QueryCanceled); InterfaceError a connection lost mid-request.
+        if isinstance(exc, PoolTimeout) and not _known_down(request):
+            # Every connection (or store thread) stayed in use: the database answers, this task is
+            # saturated. Said so, not blamed on the database.
+            log.warning("busy", extra={"error_type": type(exc).__name__})
+            return error(
+                503,
+                "busy",
+                "every database connection of this task is in use; retry shortly",
+                {"Retry-After": BUSY_RETRY_AFTER_SECONDS},
+            )
         log.warning("database unavailable", extra={"error_type": type(exc).__name__})
         return database_unavailable()
 

@@ -9,20 +9,21 @@ the route declarations: they are the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypedDict, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +55,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 # What a retry-safe POST answers, first time and replayed alike; stored with its Idempotency-Key.
 CREATED = 201
+SEARCH_RETRY_AFTER_SECONDS = "1"
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _SECURITY_HEADERS = {
@@ -90,6 +92,30 @@ class Service:
     store: Store
     threads: ThreadPoolExecutor
     expected_schema: int
+    searching: dict[str, int] = field(default_factory=dict)
+    """Searches running now, per user (the key "" for requests without X-User-Id)."""
+
+    @contextlib.contextmanager
+    def search_slot(self, user_id: str | None) -> Iterator[None]:
+        """One of the user's SEARCHES_PER_USER search slots, or 429 at once: searches are the
+        expensive reads, and one user's must leave store threads for everyone else."""
+        key = user_id or ""
+        running = self.searching.get(key, 0)
+        if running >= self.settings.searches_per_user:
+            raise HTTPException(
+                429,
+                f"at most {self.settings.searches_per_user} searches at once per user; retry when one has answered",
+                headers={"Retry-After": SEARCH_RETRY_AFTER_SECONDS},
+            )
+        self.searching[key] = running + 1
+        try:
+            yield
+        finally:
+            left = self.searching[key] - 1
+            if left:
+                self.searching[key] = left
+            else:
+                del self.searching[key]
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` on one of the store's threads, in this request's context (its
@@ -156,6 +182,7 @@ IdempotencyKey = Annotated[
         json_schema_extra={"minLength": 1, "maxLength": MAX_HEADER_ID_CHARS},
     ),
 ]
+
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
@@ -443,7 +470,8 @@ async def search(
     if "\x00" in q:
         raise HTTPException(422, "q must not contain NUL characters")
     caller = _caller(request)
-    hits = await caller.run(caller.store.search, q, user_id=caller.user_id, limit=limit)
+    with caller.service.search_slot(caller.user_id):
+        hits = await caller.run(caller.store.search, q, user_id=caller.user_id, limit=limit)
     return JSON(dump_json({"items": hits}, SearchOut))
 
 
@@ -451,11 +479,12 @@ async def search(
 async def similar(body: SimilarQuery, request: Request) -> Any:
     """Messages nearest to an embedding by cosine distance."""
     caller = _caller(request)
-    hits = await caller.run(
-        caller.store.similar,
-        body.embedding,
-        user_id=caller.user_id,
-        limit=body.limit,
-        conversation_id=body.conversation_id,
-    )
+    with caller.service.search_slot(caller.user_id):
+        hits = await caller.run(
+            caller.store.similar,
+            body.embedding,
+            user_id=caller.user_id,
+            limit=body.limit,
+            conversation_id=body.conversation_id,
+        )
     return JSON(dump_json({"items": hits}, SimilarOut))

@@ -46,6 +46,9 @@ class Settings:
     """Request-body bytes reserved at once per process; a body that does not fit answers 503."""
     search_timeout_ms: int = 2_000
     """A full-text search's own statement timeout; past it the search answers 422."""
+    searches_per_user: int = 2
+    """Searches (full-text and similar) one user may run at once per process; one more answers
+    429 at once, so one user's searches cannot hold every store thread (STORE_THREADS)."""
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
     db_secret_arn: str | None = None
     """The application secret's ARN: credentials are re-read from it after a rotation."""
@@ -129,6 +132,7 @@ class Settings:
             max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 64, minimum=1),
             max_body_bytes_in_flight=in_flight,
             search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", 2_000, minimum=100),
+            searches_per_user=_int(env, "SEARCHES_PER_USER", max(1, store_threads // 2), minimum=1),
             embedding_dimension=_int(
                 env, "EMBEDDING_DIMENSION", DEFAULT_EMBEDDING_DIMENSION, minimum=1, maximum=MAX_EMBEDDING_DIMENSION
             ),

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.service import TOKEN
+from conversations.store import Store
+from devtools.serving import serve
+from tests.support.http import call
+from tests.support.service import TOKEN, MigratedDatabase, make_settings
 
 AUTH = ("Authorization", f"Bearer {TOKEN}")
 
@@ -114,3 +122,60 @@ def test_a_json_body_naming_a_key_twice_is_refused(client: TestClient) -> None:
     assert client.get("/conversations/dup").json()["messages"] == []
     fine = client.post("/conversations/dup/messages", json={"role": "user", "content": "hi", "metadata": {"a": 1}})
     assert fine.status_code == 201
+
+
+# --- one user's searches cannot starve everyone; a saturated task says so ------------------------
+
+
+def test_one_users_searches_are_bounded_and_others_still_search(
+    clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 concurrent searches of one user once held every store thread: another user's read took
+    5 s, then a 503 that blamed the database."""
+    release = threading.Event()
+    real = Store.search
+
+    def slow_for_alice(self: Store, query: str, **kwargs: Any) -> Any:
+        if kwargs.get("user_id") == "alice":
+            release.wait(10)
+        return real(self, query, **kwargs)
+
+    monkeypatch.setattr(Store, "search", slow_for_alice)
+    with serve(make_settings(clean_db.app, store_threads=4, searches_per_user=2)) as url:
+        alice, bob = {"X-User-Id": "alice"}, {"X-User-Id": "bob"}
+        with ThreadPoolExecutor(2) as pool:
+            running = [pool.submit(call, "GET", f"{url}/search?q=word", None, alice) for _ in range(2)]
+            time.sleep(0.5)  # both are in the store now, waiting
+            status, body, headers = call("GET", f"{url}/search?q=word", None, alice)
+            assert status == 429 and body["error"] == "too_many_searches" and headers["Retry-After"] == "1"
+            similar = call("POST", f"{url}/search/similar", {"embedding": [1.0] * 8}, alice)
+            assert similar[0] == 429, "similar counts against the same bound"
+            assert call("GET", f"{url}/search?q=word", None, bob)[0] == 200
+            assert call("GET", f"{url}/conversations", None, bob)[0] == 200
+            release.set()
+            assert [f.result()[0] for f in running] == [200, 200]
+        assert call("GET", f"{url}/search?q=word", None, alice)[0] == 200, "the slots are given back"
+
+
+def test_a_task_whose_connections_are_all_busy_says_busy_not_database_unavailable(
+    clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real = Store.list_conversations
+
+    def held(self: Store, **kwargs: Any) -> Any:
+        if kwargs.get("user_id") == "holder":
+            with self._conn():  # holds the pool's only connection
+                release.wait(10)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(Store, "list_conversations", held)
+    settings = make_settings(clean_db.app, pool_min_size=1, pool_max_size=1, store_threads=1, pool_timeout=0.5)
+    with serve(settings) as url:
+        with ThreadPoolExecutor(1) as pool:
+            holding = pool.submit(call, "GET", f"{url}/conversations", None, {"X-User-Id": "holder"})
+            time.sleep(0.3)
+            status, body, headers = call("GET", f"{url}/conversations", None, {"X-User-Id": "someone"})
+            assert status == 503 and body["error"] == "busy" and headers["Retry-After"] == "1", body
+            release.set()
+            assert holding.result()[0] == 200
