@@ -110,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_requests=settings.max_concurrent_requests,
         max_body_bytes=settings.max_body_bytes,
         max_body_bytes_in_flight=settings.max_body_bytes_in_flight,
+        body_grace_s=settings.body_grace_s,
+        min_body_rate=settings.min_body_bytes_per_s,
     )
     app.add_middleware(TokenMiddleware, token=settings.api_token)
     app.add_middleware(RequestLogMiddleware)

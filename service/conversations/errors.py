@@ -36,6 +36,7 @@ _ERROR_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -97,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @register(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        code = _ERROR_CODES.get(exc.status_code, "error")
+        code = getattr(exc, "code", None) or _ERROR_CODES.get(exc.status_code, "error")
         return error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @register(*_STORE_ERRORS)

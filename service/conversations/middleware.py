@@ -8,6 +8,7 @@ answer 413 by their declared length or by counting).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import logging
@@ -98,40 +99,91 @@ def _public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from receive() when a body without a (truthful) length grows past the limit;
-    the app's handler for HTTP errors answers it with 413."""
+class Refused(HTTPException):
+    """Raised from receive() while a body arrives: the app's handler for HTTP errors answers it
+    with its status, error ``code`` and headers."""
+
+    code = "error"
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, headers)
+
+
+class BodyTooLarge(Refused):
+    """A body without a (truthful) length grew past the limit."""
+
+    code = "payload_too_large"
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"request body is larger than {max_bytes} bytes")
 
 
-class AdmissionMiddleware:
-    """Bounds what one process takes on at once.
+class BodyTooSlow(Refused):
+    """The body did not arrive at the least rate: its connection is closed, its bytes let go."""
 
-    - At most ``max_requests`` requests in flight (probes excepted); one more answers 503
-      ``overloaded`` with ``Retry-After``, at once.
-    - At most ``max_body_bytes_in_flight`` request-body bytes reserved at once: a request
-      reserves its declared Content-Length (or the whole ``max_body_bytes`` when it streams
-      without one) before its body is read, so a flood of large uploads is turned away before
-      it is buffered.
+    code = "request_timeout"
+
+    def __init__(self, grace_s: float, rate: int) -> None:
+        super().__init__(
+            408,
+            f"the request body arrived slower than {rate} bytes per second (after {grace_s:g} s)",
+            {"Connection": "close"},
+        )
+
+
+class Overloaded(Refused):
+    code = "overloaded"
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "the service is at capacity; retry shortly", {"Retry-After": OVERLOAD_RETRY_AFTER_SECONDS}
+        )
+
+
+class AdmissionMiddleware:
+    """Bounds what one process takes on at once, so that no caller, fast or slow, can hold it.
+
+    - A request takes one of ``max_requests`` slots (probes excepted) once its body has arrived
+      (at once when it has none): one more answers 503 ``overloaded`` with ``Retry-After``. A
+      body still arriving holds no slot, so slow uploads cannot turn everyone else away.
+    - Body bytes count against ``max_body_bytes_in_flight`` as they arrive (not as declared), so
+      a declared 16 MiB that trickles holds only what it sent; past the bound, 503.
+    - A body must keep up ``min_body_rate`` bytes per second after ``body_grace_s``: slower, 408
+      and the connection is closed.
     - A body over ``max_body_bytes`` answers 413: by its declared length before reading, or by
       counting as it arrives.
     """
 
-    def __init__(self, app: ASGIApp, *, max_requests: int, max_body_bytes: int, max_body_bytes_in_flight: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_requests: int,
+        max_body_bytes: int,
+        max_body_bytes_in_flight: int,
+        body_grace_s: float = 10.0,
+        min_body_rate: int = 16 * 1024,
+    ) -> None:
         self.app = app
         self.max_requests = max_requests
         self.max_body_bytes = max_body_bytes
         self.max_body_bytes_in_flight = max_body_bytes_in_flight
+        self.body_grace_s = body_grace_s
+        self.min_body_rate = min_body_rate
         self.in_flight = 0
         self.body_bytes_in_flight = 0
+
+    def take_slot(self) -> bool:
+        if self.in_flight >= self.max_requests:
+            log.warning("overloaded", extra={"in_flight": self.in_flight})
+            return False
+        self.in_flight += 1
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        too_large = f"request body is larger than {self.max_body_bytes} bytes"
         declared_raw = _header(scope, b"content-length")
         declared: int | None = None
         if declared_raw is not None:
@@ -140,35 +192,14 @@ class AdmissionMiddleware:
                 return
             declared = int(declared_raw)
             if declared > self.max_body_bytes:
-                await error(413, "payload_too_large", too_large)(scope, receive, send)
+                await _refuse(BodyTooLarge(self.max_body_bytes), scope, receive, send)
                 return
-        streamed = declared is None and _header(scope, b"transfer-encoding") is not None
-        reserve = self.max_body_bytes if streamed else (declared or 0)
-        if self.in_flight >= self.max_requests or (
-            reserve and self.body_bytes_in_flight + reserve > self.max_body_bytes_in_flight
-        ):
-            log.warning("overloaded", extra={"in_flight": self.in_flight, "path": scope["path"]})
-            overloaded = error(
-                503,
-                "overloaded",
-                "the service is at capacity; retry shortly",
-                {"Retry-After": OVERLOAD_RETRY_AFTER_SECONDS},
-            )
-            await overloaded(scope, receive, send)
+        has_body = bool(declared) or (declared is None and _header(scope, b"transfer-encoding") is not None)
+        request = _Admission(self, receive, declared, has_body)
+        if not has_body and not request.take_slot():
+            await _refuse(Overloaded(), scope, receive, send)
             return
-        self.in_flight += 1
-        self.body_bytes_in_flight += reserve
-        received = 0
         started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes or (declared is not None and received > declared):
-                    raise BodyTooLarge(self.max_body_bytes)
-            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -177,14 +208,70 @@ class AdmissionMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+            await self.app(scope, request.receive, tracking_send)
+        except Refused as refused:  # raised outside FastAPI's handlers (a route that streams)
             if started:
                 raise
-            await error(413, "payload_too_large", too_large)(scope, receive, send)
+            await _refuse(refused, scope, receive, send)
         finally:
-            self.in_flight -= 1
-            self.body_bytes_in_flight -= reserve
+            request.release()
+
+
+async def _refuse(refused: Refused, scope: Scope, receive: Receive, send: Send) -> None:
+    answer = error(refused.status_code, refused.code, str(refused.detail), dict(refused.headers or {}))
+    await answer(scope, receive, send)
+
+
+class _Admission:
+    """One request's share of AdmissionMiddleware's bounds: its slot, taken once its body has
+    arrived, and its body's bytes, counted as they arrive at no less than the least rate."""
+
+    def __init__(self, bounds: AdmissionMiddleware, receive: Receive, declared: int | None, has_body: bool) -> None:
+        self.bounds = bounds
+        self._receive = receive
+        self.declared = declared
+        self.loop = asyncio.get_running_loop()
+        self.began = self.loop.time()
+        self.received = 0  # bytes of the body seen
+        self.counted = 0  # of them, counted in body_bytes_in_flight (given back by release)
+        self.arrived = not has_body
+        self.slot = False
+
+    def take_slot(self) -> bool:
+        self.slot = self.bounds.take_slot()
+        return self.slot
+
+    def release(self) -> None:
+        if self.slot:
+            self.bounds.in_flight -= 1
+        self.bounds.body_bytes_in_flight -= self.counted
+
+    async def receive(self) -> Message:
+        if self.arrived:  # after the body: only a disconnect is waited for, without a deadline
+            return await self._receive()
+        bounds = self.bounds
+        # The least rate, from when the request came: the bytes so far must have taken no longer.
+        due = self.began + bounds.body_grace_s + self.received / bounds.min_body_rate
+        try:
+            message = await asyncio.wait_for(self._receive(), timeout=max(due - self.loop.time(), 0.001))
+        except TimeoutError:
+            raise BodyTooSlow(bounds.body_grace_s, bounds.min_body_rate) from None
+        if message["type"] != "http.request":
+            return message
+        chunk = len(message.get("body", b""))
+        self.received += chunk
+        if self.received > bounds.max_body_bytes or (self.declared is not None and self.received > self.declared):
+            raise BodyTooLarge(bounds.max_body_bytes)
+        if bounds.body_bytes_in_flight + chunk > bounds.max_body_bytes_in_flight:
+            log.warning("overloaded", extra={"body_bytes_in_flight": bounds.body_bytes_in_flight})
+            raise Overloaded()
+        bounds.body_bytes_in_flight += chunk
+        self.counted += chunk
+        if not message.get("more_body", False):
+            self.arrived = True
+            if not self.take_slot():
+                raise Overloaded()
+        return message
 
 
 # Every answer of a data route holds someone's conversations: no cache (a shared proxy's, or the

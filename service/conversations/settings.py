@@ -43,7 +43,11 @@ class Settings:
     max_concurrent_requests: int = 64
     """Requests in flight per process (health probes excepted); one more answers 503."""
     max_body_bytes_in_flight: int = 32 * MIB
-    """Request-body bytes reserved at once per process; a body that does not fit answers 503."""
+    """Request-body bytes held at once per process, counted as they arrive; past it, 503."""
+    body_grace_s: float = 10.0
+    min_body_bytes_per_s: int = 16 * 1024
+    """A request body must arrive at this rate after body_grace_s (408 and the connection
+    closed otherwise): a caller trickling a byte at a time holds nothing for long."""
     search_timeout_ms: int = 2_000
     """A full-text search's own statement timeout; past it the search answers 422."""
     searches_per_user: int = 2
@@ -131,6 +135,8 @@ class Settings:
             max_body_bytes=max_body,
             max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 64, minimum=1),
             max_body_bytes_in_flight=in_flight,
+            body_grace_s=_float(env, "BODY_GRACE_SECONDS", 10.0),
+            min_body_bytes_per_s=_int(env, "MIN_BODY_BYTES_PER_SECOND", 16 * 1024, minimum=1),
             search_timeout_ms=_int(env, "SEARCH_TIMEOUT_MS", 2_000, minimum=100),
             searches_per_user=_int(env, "SEARCHES_PER_USER", max(1, store_threads // 2), minimum=1),
             embedding_dimension=_int(

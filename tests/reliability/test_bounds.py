@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator, MutableMapping
+import threading
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import psycopg
@@ -95,28 +97,61 @@ def test_without_the_token_not_one_byte_of_the_body_is_read(clean_db: MigratedDa
     assert exchange.reads == 0, "the body was read before the token was checked"
 
 
-def _held(app: Any, exchanges: list[_Exchange]) -> tuple[list[asyncio.Task[None]], Any]:
+def _held(app: Any, exchanges: Sequence[_Exchange]) -> tuple[list[asyncio.Task[None]], Any]:
     tasks = [asyncio.ensure_future(app(e.scope, e.receive, e.send)) for e in exchanges]
     return tasks, asyncio.sleep(0.05)
 
 
-def test_requests_over_the_concurrency_bound_answer_503_at_once(clean_db: MigratedDatabase) -> None:
+class _Upload(_Exchange):
+    """A POST whose body arrives as scripted: (seconds to wait, bytes) chunks, then nothing more
+    (the caller goes quiet) unless ``finish`` ends it."""
+
+    def __init__(self, headers: dict[str, str], chunks: list[tuple[float, bytes]], *, finish: bool = False) -> None:
+        super().__init__("POST", "/conversations", headers)
+        self.chunks = list(chunks)
+        self.finish = finish
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        self.reads += 1
+        if self.chunks:
+            delay, data = self.chunks.pop(0)
+            await asyncio.sleep(delay)
+            return {"type": "http.request", "body": data, "more_body": bool(self.chunks) or not self.finish}
+        await self.release.wait()
+        return {"type": "http.disconnect"}
+
+
+def _upload_headers(size: int) -> dict[str, str]:
+    return {**{k.lower(): v for k, v in AUTH.items()}, "content-type": "application/json", "content-length": str(size)}
+
+
+def test_requests_over_the_concurrency_bound_answer_503_at_once(
+    clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(make_settings(clean_db.app, max_concurrent_requests=2))
-    headers = {**{k.lower(): v for k, v in AUTH.items()}, "content-type": "application/json", "content-length": "2"}
+    release = threading.Event()
+    real = Store.list_conversations
+
+    def held(self: Store, **kwargs: Any) -> Any:
+        release.wait(10)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(Store, "list_conversations", held)
+    auth = {k.lower(): v for k, v in AUTH.items()}
 
     async def scenario() -> _Exchange:
-        # Given two requests in flight (their bodies still arriving)
-        held = [_Exchange("POST", "/conversations", headers, b"{}") for _ in range(2)]
-        tasks, settle = _held(app, held)
-        await settle
-        # When a third arrives
-        third = _Exchange("GET", "/conversations", dict(list(headers.items())[:1]))
-        third.release.set()
-        await asyncio.wait_for(app(third.scope, third.receive, third.send), timeout=1)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return third
+        async with app.router.lifespan_context(app):
+            # Given two requests in flight (in the store)
+            busy = [_Exchange("GET", "/conversations", auth) for _ in range(2)]
+            tasks, settle = _held(app, busy)
+            await settle
+            # When a third arrives
+            third = _Exchange("GET", "/conversations", auth)
+            await asyncio.wait_for(app(third.scope, third.receive, third.send), timeout=1)
+            release.set()
+            await asyncio.gather(*tasks)
+            assert [e.status for e in busy] == [200, 200]
+            return third
 
     third = asyncio.run(scenario())
     # Then it is turned away at once, and told when to come back
@@ -125,34 +160,76 @@ def test_requests_over_the_concurrency_bound_answer_503_at_once(clean_db: Migrat
     assert third.headers["retry-after"] == "1"
 
 
-def test_request_bodies_in_flight_are_bounded_by_bytes_before_any_is_buffered(clean_db: MigratedDatabase) -> None:
+def test_bodies_still_arriving_hold_no_slot(clean_db: MigratedDatabase) -> None:
+    """64 requests with unfinished bodies once turned every data request into a 503 while
+    /health/live stayed 200: a slot is taken only once the body has arrived."""
+    app = create_app(make_settings(clean_db.app, max_concurrent_requests=2))
+
+    async def scenario() -> _Exchange:
+        async with app.router.lifespan_context(app):
+            slow = [_Upload(_upload_headers(1000), [(0, b'{"ti')]) for _ in range(5)]
+            tasks, settle = _held(app, slow)
+            await settle
+            read = _Exchange("GET", "/conversations", {k.lower(): v for k, v in AUTH.items()})
+            await asyncio.wait_for(app(read.scope, read.receive, read.send), timeout=5)
+            for upload in slow:
+                upload.release.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return read
+
+    assert asyncio.run(scenario()).status == 200
+
+
+def test_body_bytes_count_as_they_arrive_not_as_declared(clean_db: MigratedDatabase) -> None:
+    """Two uploads declaring 16 MiB and sending a byte now and then once reserved the whole
+    in-flight budget: every other write was a 503. Now only bytes received count."""
     settings = make_settings(clean_db.app, max_body_bytes=2 * MIB, max_body_bytes_in_flight=3 * MIB)
     app = create_app(settings)
-    auth = {k.lower(): v for k, v in AUTH.items()}
+    chunk = b" " * (2 * MIB - 2)
 
-    def upload(size: int) -> _Exchange:
-        return _Exchange(
-            "POST", "/conversations", {**auth, "content-type": "application/json", "content-length": str(size)}
-        )
+    async def scenario() -> tuple[_Upload, _Upload, _Upload]:
+        async with app.router.lifespan_context(app):
+            declared = [_Upload(_upload_headers(2 * MIB), []) for _ in range(2)]  # declared, nothing sent
+            sending = _Upload(_upload_headers(2 * MIB), [(0, chunk)])  # 2 MiB arrived, the rest never does
+            tasks, settle = _held(app, [*declared, sending])
+            await settle
+            assert [u.status for u in [*declared, sending]] == [None] * 3, "each is admitted, reading"
+            small = _Upload(_upload_headers(2), [(0, b"{}")], finish=True)  # fits beside the 2 MiB
+            await asyncio.wait_for(app(small.scope, small.receive, small.send), timeout=5)
+            over = _Upload(_upload_headers(2 * MIB), [(0, chunk)])  # 2 + 2 MiB > 3 MiB arrived
+            await asyncio.wait_for(app(over.scope, over.receive, over.send), timeout=5)
+            for upload in [*declared, sending]:
+                upload.release.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return small, over, sending
 
-    async def scenario() -> tuple[_Exchange, _Exchange]:
-        first = upload(2 * MIB)
-        tasks, settle = _held(app, [first])
-        await settle
-        too_many = upload(2 * MIB)  # 2 + 2 MiB > 3 MiB in flight
-        too_many.release.set()
-        await asyncio.wait_for(app(too_many.scope, too_many.receive, too_many.send), timeout=1)
-        small = upload(MIB)  # 2 + 1 MiB fits: admitted, and waits for its body like the first
-        more, settle = _held(app, [small])
-        await settle
-        for task in tasks + more:
-            task.cancel()
-        await asyncio.gather(*tasks, *more, return_exceptions=True)
-        return too_many, small
+    small, over, _ = asyncio.run(scenario())
+    assert small.status == 201
+    assert over.status == 503 and json.loads(over.response)["error"] == "overloaded"
 
-    too_many, small = asyncio.run(scenario())
-    assert too_many.status == 503 and too_many.reads == 0
-    assert small.status is None and small.reads == 1
+
+@pytest.mark.parametrize(
+    "chunks",
+    [[(0.0, b"{")] + [(0.05, b" ")] * 100, []],
+    ids=["a-byte-at-a-time", "silent"],
+)
+def test_a_body_slower_than_the_least_rate_is_a_408_and_the_connection_closes(
+    clean_db: MigratedDatabase, chunks: list[tuple[float, bytes]]
+) -> None:
+    settings = make_settings(clean_db.app, body_grace_s=0.3, min_body_bytes_per_s=1000)
+    app = create_app(settings)
+
+    async def scenario() -> tuple[_Upload, float]:
+        async with app.router.lifespan_context(app):
+            upload = _Upload(_upload_headers(16 * 1000), chunks)
+            began = time.monotonic()
+            await asyncio.wait_for(app(upload.scope, upload.receive, upload.send), timeout=5)
+            return upload, time.monotonic() - began
+
+    upload, took = asyncio.run(scenario())
+    assert upload.status == 408 and json.loads(upload.response)["error"] == "request_timeout"
+    assert upload.headers["connection"] == "close"
+    assert took < 1.5, f"held for {took:.1f} s"
 
 
 def test_a_body_longer_than_its_declared_length_is_refused(api: TestClient) -> None:
