@@ -9,19 +9,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from conversations.api import create_app
+from conversations.server import uvicorn_options
 from conversations.settings import Settings
 
 from .net import free_port
 
 
 @contextmanager
-def serve_app(app: Any, host: str, port: int) -> Iterator[str]:
+def serve_app(app: Any, host: str, port: int, **options: Any) -> Iterator[str]:
     """Run an ASGI app with uvicorn in a thread until the block ends; yields its URL."""
     import uvicorn
 
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
-    )
+    config = {"log_config": None, "access_log": False, **options, "timeout_graceful_shutdown": 10}
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -38,6 +38,7 @@ def serve_app(app: Any, host: str, port: int) -> Iterator[str]:
 
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
-    """Run the service with ``settings`` on a free loopback port and yield its base URL."""
-    with serve_app(create_app(settings), "127.0.0.1", free_port()) as url:
+    """Run the service with ``settings`` on a free loopback port, as the container runs it
+    (server.uvicorn_options), and yield its base URL."""
+    with serve_app(create_app(settings), "127.0.0.1", free_port(), **uvicorn_options(settings)) as url:
         yield url

@@ -106,6 +106,7 @@ def _local_app_secret(data_dir: Path, role: str) -> dict[str, str]:
 def serving(database_url: str, token: str, host: str, port: int, embedding_dimension: int) -> Iterator[str]:
     from conversations import logs
     from conversations.api import create_app
+    from conversations.server import uvicorn_options
     from conversations.settings import Settings
 
     settings = Settings.from_env(
@@ -119,7 +120,7 @@ def serving(database_url: str, token: str, host: str, port: int, embedding_dimen
         }
     )
     logs.configure(settings.log_level)
-    with serve_app(create_app(settings), host, port) as url:
+    with serve_app(create_app(settings), host, port, **uvicorn_options(settings)) as url:
         yield url
 
 

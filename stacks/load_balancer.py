@@ -68,7 +68,7 @@ class LoadBalancer:
             vpc_subnets=ec2.SubnetSelection(subnet_group_name=PUBLIC),
             security_group=alb_sg,
             drop_invalid_header_fields=True,
-            # The service's keep-alive (conversations.__main__.KEEP_ALIVE_S) must outlive this,
+            # The service's keep-alive (conversations.server.KEEP_ALIVE_S) must outlive this,
             # or the load balancer reuses a connection the task just closed: a sporadic 502.
             idle_timeout=cdk.Duration.seconds(ALB_IDLE_TIMEOUT_S),
             deletion_protection=config.prod,

@@ -11,7 +11,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from conversations.__main__ import KEEP_ALIVE_S
+from conversations.server import KEEP_ALIVE_S
 from stacks.config import ConfigError, load_config
 from stacks.database import POSTGRES_MAJOR
 from stacks.network import NetworkStack
