@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS
 from .headers import MAX_HEADER_ID_CHARS, invalid_header_id, valid_header_id
+from .middleware import token_ok
 from .models import (
     ConversationCreate,
     ConversationCursor,
@@ -56,6 +58,8 @@ P = ParamSpec("P")
 # What a retry-safe POST answers, first time and replayed alike; stored with its Idempotency-Key.
 CREATED = 201
 SEARCH_RETRY_AFTER_SECONDS = "1"
+# /health asks the database at most this often: anonymous pollers cost one round trip a second.
+HEALTH_CACHE_S = 1.0
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _SECURITY_HEADERS = {
@@ -94,6 +98,26 @@ class Service:
     expected_schema: int
     searching: dict[str, int] = field(default_factory=dict)
     """Searches running now, per user (the key "" for requests without X-User-Id)."""
+    _health: tuple[float, dict[str, Any]] | None = None
+    _health_pending: asyncio.Future[dict[str, Any]] | None = None
+
+    async def health_facts(self) -> dict[str, Any]:
+        """The store's health facts, asked at most once per HEALTH_CACHE_S whoever polls: one
+        question in flight, shared by every caller waiting; a failure is never kept (the next
+        caller asks again), nor is an answer while the database is known to be down."""
+        reachability = self.store.reachability
+        if self._health is not None and not (reachability is not None and reachability.down):
+            at, facts = self._health
+            if time.monotonic() - at < HEALTH_CACHE_S:
+                return facts
+        if self._health_pending is None or self._health_pending.done():
+            self._health_pending = asyncio.ensure_future(self._ask_health())
+        return await asyncio.shield(self._health_pending)
+
+    async def _ask_health(self) -> dict[str, Any]:
+        facts = await self.run(self.store.health)
+        self._health = (time.monotonic(), facts)
+        return facts
 
     @contextlib.contextmanager
     def search_slot(self, user_id: str | None) -> Iterator[None]:
@@ -264,23 +288,38 @@ async def live() -> Response:
     return JSON(_ALIVE)
 
 
-@public.get("/health", tags=["health"], response_model=HealthOut, responses={503: {"model": HealthOut}})
+@public.get(
+    "/health",
+    tags=["health"],
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut}},
+)
 async def health(request: Request) -> Any:
-    """Readiness: the database, its versions and the schema in detail."""
+    """Readiness: whether the database answers with pgvector and this service's schema. The
+    database is asked at most once a second however many callers poll; with the token, the
+    answer has the details (versions, schema, the planner's estimate, the reason)."""
     service = _service(request)
+    body, headers = await _health(service)
+    status_code = 200 if body.status == "healthy" else 503
+    detailed = token_ok(request.headers.get("authorization"), service.settings.api_token)
+    answer = body.model_dump() if detailed else {"status": body.status}
+    return JSONResponse(answer, status_code=status_code, headers=headers)
+
+
+async def _health(service: Service) -> tuple[HealthOut, dict[str, str] | None]:
     expected = service.expected_schema
     database: dict[str, Any] = {"backend": service.settings.database_backend}
     try:
-        facts = await service.run(service.store.health)
+        facts = await service.health_facts()
     except Exception as exc:  # noqa: BLE001 - any failure is an unhealthy answer, never a crash
         log.warning("health check failed", extra={"error_type": type(exc).__name__})
-        body = HealthOut(
+        unavailable = HealthOut(
             status="unhealthy",
             database=database,
             expected_schema_version=expected,
             reason=f"database unavailable: {type(exc).__name__}",
         )
-        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        return unavailable, {"Retry-After": RETRY_AFTER_SECONDS}
     database["server_version"] = facts["server_version"]
     body = HealthOut(
         status="healthy",
@@ -297,8 +336,7 @@ async def health(request: Request) -> Any:
             if facts["pgvector_version"] is None
             else f"schema version {facts['schema_version']} is behind this service's {expected}"
         )
-        return JSONResponse(body.model_dump(), status_code=503)
-    return body
+    return body, None
 
 
 # ---------------------------------------------------------------- conversations

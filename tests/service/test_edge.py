@@ -179,3 +179,29 @@ def test_a_task_whose_connections_are_all_busy_says_busy_not_database_unavailabl
             assert status == 503 and body["error"] == "busy" and headers["Retry-After"] == "1", body
             release.set()
             assert holding.result()[0] == 200
+
+
+def test_health_asks_the_database_at_most_once_a_second_however_many_poll(
+    clean_db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 anonymous connections polling /health (no token, outside admission) made an
+    authenticated read go from 2 ms to 720 ms: each poll was a database round trip."""
+    asked = []
+    real = Store.health
+
+    def counted(self: Store) -> Any:
+        asked.append(time.monotonic())
+        time.sleep(0.05)
+        return real(self)
+
+    monkeypatch.setattr(Store, "health", counted)
+    with serve(make_settings(clean_db.app)) as url:
+        anonymous = {"Authorization": ""}
+        with ThreadPoolExecutor(16) as pool:
+            began = time.monotonic()
+            answers = list(pool.map(lambda _: call("GET", f"{url}/health", None, anonymous), range(200)))
+            took = time.monotonic() - began
+        assert {a[0] for a in answers} == {200} and {json.dumps(a[1]) for a in answers} == {'{"status": "healthy"}'}
+        assert len(asked) <= int(took) + 2, f"{len(asked)} database round trips in {took:.1f} s"
+        detailed = call("GET", f"{url}/health")[1]
+        assert detailed["pgvector_version"] and detailed["schema_version"]

@@ -141,8 +141,11 @@ class SimilarOut(BaseModel):
 
 
 class HealthOut(BaseModel):
+    """Without the token only ``status``; the details (versions, schema, the estimate, the
+    reason) are for callers holding it."""
+
     status: Literal["healthy", "unhealthy"]
-    database: dict[str, Any]
+    database: dict[str, Any] | None = None
     schema_version: int | None = None
     expected_schema_version: int | None = None
     pgvector_version: str | None = None
