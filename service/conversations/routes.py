@@ -13,10 +13,9 @@ import contextlib
 import contextvars
 import functools
 import hashlib
-import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,10 @@ from typing import Annotated, Any, ParamSpec, TypedDict, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.routing import APIRoute
 from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .bodies import StrictJsonRoute, max_json_values
 from .errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS
 from .headers import MAX_HEADER_ID_CHARS, invalid_header_id, valid_header_id
 from .middleware import token_ok
@@ -58,6 +57,9 @@ P = ParamSpec("P")
 # What a retry-safe POST answers, first time and replayed alike; stored with its Idempotency-Key.
 CREATED = 201
 SEARCH_RETRY_AFTER_SECONDS = "1"
+# A new conversation's body: up to 1,000 messages, but at most this many JSON values (bodies.py):
+# about 300 messages with 1,536-number embeddings; append the rest.
+MAX_CREATE_JSON_VALUES = 500_000
 # /health asks the database at most this often: anonymous pollers cost one round trip a second.
 HEALTH_CACHE_S = 1.0
 
@@ -208,40 +210,9 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):  # rare: only then is the repeated key looked for
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise HTTPException(400, f"the JSON body names the key {key[:100]!r} more than once")
-            seen.add(key)
-    return found
-
-
-class _StrictJsonRequest(Request):
-    """A request whose JSON body may not name a key twice in one object: which value a client
-    meant ("role": "user", ..., "role": "system") is not guessed at (json would keep the last)."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
-        return self._json
-
-
-class _StrictJsonRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(_StrictJsonRequest(request.scope, request.receive))
-
-        return strict
-
-
 # Every data route: the error answers documented (the token is TokenMiddleware's, documented as
 # the API's bearer security scheme by api.openapi).
-data = APIRouter(responses=ERROR_RESPONSES, route_class=_StrictJsonRoute)
+data = APIRouter(responses=ERROR_RESPONSES, route_class=StrictJsonRoute)
 # The page, its documentation and the health probes: no token.
 public = APIRouter()
 
@@ -377,6 +348,7 @@ class _NewConversation(TypedDict):
     responses={409: {"model": ErrorOut}},
     tags=["conversations"],
 )
+@max_json_values(MAX_CREATE_JSON_VALUES)
 async def create_conversation(body: ConversationCreate, request: Request, key: IdempotencyKey = None) -> Any:
     caller, key = _caller(request), _idempotency_key(key)
     fields: _NewConversation = {
@@ -514,6 +486,7 @@ async def search(
 
 
 @data.post("/search/similar", response_model=SimilarOut, tags=["search"])
+@max_json_values(5_000)
 async def similar(body: SimilarQuery, request: Request) -> Any:
     """Messages nearest to an embedding by cosine distance."""
     caller = _caller(request)

@@ -205,3 +205,43 @@ def test_health_asks_the_database_at_most_once_a_second_however_many_poll(
         assert len(asked) <= int(took) + 2, f"{len(asked)} database round trips in {took:.1f} s"
         detailed = call("GET", f"{url}/health")[1]
         assert detailed["pgvector_version"] and detailed["schema_version"]
+
+
+# --- a body is bounded in values before it is parsed ------------------------------------------------
+
+
+def test_a_body_of_millions_of_numbers_is_refused_before_it_is_parsed(client: TestClient) -> None:
+    """16 MiB of numbers in an embedding took a process from 66 to 518 MiB and blocked it 2.8 s."""
+    client.post("/conversations", json={"conversation_id": "huge"})
+    body = b'{"role": "user", "content": "x", "embedding": [' + b"0.5," * 2_000_000 + b"0.5]}"
+    began = time.monotonic()
+    answer = client.post("/conversations/huge/messages", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and "this route takes at most 50000" in answer.text, answer.text[:200]
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_metadata_object_of_a_million_keys_is_refused_before_it_is_parsed(client: TestClient) -> None:
+    """~1.2M keys once blocked the process for 5-10 s."""
+    client.post("/conversations", json={"conversation_id": "keys"})
+    keys = b",".join(b'"k%d": 1' % i for i in range(1_000_000))
+    body = b'{"role": "user", "content": "x", "metadata": {' + keys + b"}}"
+    began = time.monotonic()
+    answer = client.post("/conversations/keys/messages", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413, answer.text[:200]
+    assert time.monotonic() - began < 1.0
+
+
+def test_commas_and_colons_inside_text_are_no_values(client: TestClient) -> None:
+    """A large message of prose has far more commas than the bound: only those outside strings count."""
+    client.post("/conversations", json={"conversation_id": "prose"})
+    content = 'lorem, ipsum: "dolor", sit amet\\n ' * 200_000  # 7 MB of text, 1.2M commas and colons
+    answer = client.post("/conversations/prose/messages", json={"role": "user", "content": content})
+    assert answer.status_code == 201, answer.text[:200]
+    stored = client.get("/conversations/prose/messages").json()["items"][0]["content"]
+    assert stored == content
+
+
+def test_a_conversation_with_hundreds_of_embedded_messages_still_fits(client: TestClient) -> None:
+    messages = [{"role": "user", "content": f"m{n}", "embedding": [0.25] * 8} for n in range(1000)]
+    answer = client.post("/conversations", json={"conversation_id": "many", "messages": messages})
+    assert answer.status_code == 201 and len(answer.json()["messages"]) == 1000
