@@ -18,9 +18,12 @@ Exit status: 0 all imported, 2 done but some records skipped, 1 stopped or a cou
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from conversations.models import (
     ConversationRecord,
@@ -29,6 +32,24 @@ from conversations.models import (
 from .records import BadRecord
 from .run import export, open_store, run_import
 from .sources import from_dynamodb, from_json, from_sqlite
+
+
+def _export_to_file(store: Any, target: Path, user_id: str | None) -> int:
+    """Write the export beside ``target`` under a new name, then rename it into place: never a
+    half-written export under the real name. The new file is created by mkstemp (O_EXCL, mode
+    0600: the export holds every conversation it covers, readable by its owner only), so no file
+    or link planted beforehand is followed; the rename replaces a link at ``target`` rather than
+    writing through it."""
+    fd, name = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".partial")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            count = export(store, handle, user_id=user_id)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.file == "-":
                 count = export(store, sys.stdout, user_id=args.user_id)
             else:
-                tmp = Path(args.file).with_suffix(Path(args.file).suffix + ".partial")
-                with tmp.open("w", encoding="utf-8") as handle:
-                    count = export(store, handle, user_id=args.user_id)
-                tmp.replace(args.file)  # never leave a half-written export under the real name
+                count = _export_to_file(store, Path(args.file), args.user_id)
             print(f"exported {count} conversations", file=sys.stderr)
             return 0
         if args.kind == "json":

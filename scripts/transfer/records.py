@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from conversations.headers import invalid_header_id, valid_header_id
 from conversations.models import (
     MAX_CONTENT_CHARS,
     ROLES,
@@ -95,6 +96,20 @@ def check_text(value: Any, where: str, what: str) -> str:
     if reason is not None:
         raise BadRecord(where, f"{what}: {reason}")
     return value
+
+
+def check_user_id(value: Any, where: str) -> str:
+    """A user id the API can address: X-User-Id's rule (1-255 printable characters), and only
+    characters an HTTP header carries as they are (Latin-1): any other id could be stored but
+    never read back through the API."""
+    user_id = check_text(value, where, "user_id")
+    if not valid_header_id(user_id):
+        raise BadRecord(where, f"user_id: {invalid_header_id('X-User-Id')}, the API's rule for it")
+    try:
+        user_id.encode("latin-1")
+    except UnicodeEncodeError:
+        raise BadRecord(where, "user_id has characters an HTTP header cannot carry (outside Latin-1)") from None
+    return user_id
 
 
 def check_json(value: Any, where: str, what: str) -> dict[str, Any]:

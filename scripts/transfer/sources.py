@@ -13,7 +13,7 @@ from conversations.models import (
     ConversationRecord,
 )
 
-from .records import BadRecord, check_id, check_json, check_text, message, parse_time, plain
+from .records import BadRecord, check_id, check_json, check_text, check_user_id, message, parse_time, plain
 
 READ_CHUNK_CHARS = 1 << 20
 
@@ -177,7 +177,7 @@ def json_record(cid: str, raw: Any, where: str) -> ConversationRecord:
     metadata = check_json(raw.get("metadata"), where, "metadata")
     user_id = raw.get("user_id")
     if user_id is not None:
-        check_text(user_id, where, "user_id")
+        check_user_id(user_id, where)
     return ConversationRecord(cid, title, created, updated, user_id, settings, metadata, messages, origin=where)
 
 
@@ -186,7 +186,9 @@ def from_sqlite(path: Path) -> Iterator[ConversationRecord | BadRecord]:
     role, content, created_at, metadata); a message's own id goes to metadata.source_message_id."""
     if not path.exists():
         raise SystemExit(f"no such file: {path}")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # The name as a file: URI, percent-encoded: '#', '?' or '%' in it would otherwise end the
+    # path early or become URI parameters (and open another file, read-write).
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         for table in ("sessions", "messages"):
             if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
@@ -275,6 +277,7 @@ def from_dynamodb(
         where = f"{table}: item PK='USER#{user}' SK='CONV#{cid}'"
         try:
             check_id(cid, where)
+            check_user_id(user, where)
             created = parse_time(head.get("createdAt"), where, "createdAt")
             updated = parse_time(head.get("updatedAt") or head.get("createdAt"), where, "updatedAt")
             metadata = {k: plain(head[k]) for k in ("filter_values", "is_active") if k in head}

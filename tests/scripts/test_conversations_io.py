@@ -454,3 +454,45 @@ def test_import_shows_progress_through_the_file(
     import_json(store, path)
     err = capsys.readouterr().err
     assert "100%" in err and "2 conversations" in err
+
+
+# --- the importer and export as a security reviewer would try them ---------------------------------
+
+
+def test_export_follows_no_planted_link_and_is_readable_by_its_owner_only(store: Store, tmp_path: Path) -> None:
+    """The export once wrote through a pre-planted FILE.partial symlink, world-readable (0644)."""
+    from scripts.transfer.cli import _export_to_file
+
+    import_json(store, legacy_json(tmp_path, LEGACY))
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    target = tmp_path / "out.json"
+    (tmp_path / "out.json.partial").symlink_to(victim)
+    assert _export_to_file(store, target, None) == 2
+    assert victim.read_text() == "keep me"
+    assert set(json.loads(target.read_text())) == {"conv-a", "conv-b"}
+    assert target.stat().st_mode & 0o777 == 0o600
+    # A link at the target itself is replaced, not written through.
+    linked = tmp_path / "linked.json"
+    linked.symlink_to(victim)
+    _export_to_file(store, linked, None)
+    assert victim.read_text() == "keep me" and not linked.is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and not p.is_symlink()]
+
+
+def test_a_sqlite_file_name_is_taken_literally(store: Store, tmp_path: Path) -> None:
+    """'#', '?' or '%' in the name once opened a different file, read-write."""
+    odd = tmp_path / "mem#1?mode=rwc%41.db"
+    make_sqlite(odd)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    report = cio.run_import(store, "sqlite", cio.from_sqlite(odd), batch_size=10, strict=False)
+    assert report.imported_conversations == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "no other file was opened or created"
+
+
+@pytest.mark.parametrize("user_id", ["", "a\x7fb", "tab\there", "x" * 256, "用户"])
+def test_a_user_id_the_api_cannot_address_is_refused(store: Store, tmp_path: Path, user_id: str) -> None:
+    conversation: dict[str, Any] = {**json.loads(json.dumps(LEGACY["conv-a"])), "user_id": user_id}
+    report = import_json(store, legacy_json(tmp_path, {"owned": conversation}))
+    assert report.imported_conversations == 0 and len(report.skipped) == 1
+    assert "user_id" in report.skipped[0].reason
