@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -122,21 +122,18 @@ def run_import(
     fraction = records.fraction if isinstance(records, JsonSource) else None
     progress = Progress("importing", total, fraction=fraction)
     batches = _Batches(store, report, source, batch_size)
-    try:
-        for item in records:
-            refusal = item if isinstance(item, BadRecord) else batches.refusal(item)
-            if refusal is None:
-                assert not isinstance(item, BadRecord)
-                batches.add(item)
-                progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
-                continue
-            report.skipped.append(refusal)
-            if strict:
-                report.stopped_early = True
-                break
-    except SourceError as exc:
-        report.source_error = str(exc)
-    batches.flush()
+    for item in _read(records, report, source):
+        refusal = item if isinstance(item, BadRecord) else batches.refusal(item)
+        if refusal is None:
+            assert not isinstance(item, BadRecord)
+            batches.add(item)
+            progress.update(report.conversations_read, f"conversations, {report.messages_read} messages")
+            continue
+        report.skipped.append(refusal)
+        if strict:
+            report.stopped_early = True
+            break
+    batches.flush()  # what was read before a source failed is imported too
     progress.update(report.conversations_read, f"conversations, {report.messages_read} messages", final=True)
     report.verified = not batches.wrong
     report.verify_detail = (
@@ -145,6 +142,29 @@ def run_import(
         else f"{len(batches.wrong)} conversations differ, e.g. {batches.wrong[:3]}"
     )
     return report
+
+
+def _read(
+    records: Iterable[ConversationRecord | BadRecord], report: Report, source: str
+) -> Iterator[ConversationRecord | BadRecord]:
+    """The source's records, until it ends or cannot be read further: a syntax error, a file
+    that is not the database it claims to be, a source failing half-way. That is recorded as the
+    report's source error, never a traceback, and the records read before it still count."""
+    iterator = iter(records)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except SourceError as exc:
+            report.source_error = str(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - any source failure ends the read, reported
+            read = report.conversations_read + len(report.skipped)
+            detail = (str(exc).splitlines() or [""])[0][:200]
+            report.source_error = f"{source}: cannot be read after {read} records: {type(exc).__name__}: {detail}"
+            return
+        yield item
 
 
 def _embedding_problem(store: Store, record: ConversationRecord) -> str | None:

@@ -496,3 +496,24 @@ def test_a_user_id_the_api_cannot_address_is_refused(store: Store, tmp_path: Pat
     report = import_json(store, legacy_json(tmp_path, {"owned": conversation}))
     assert report.imported_conversations == 0 and len(report.skipped) == 1
     assert "user_id" in report.skipped[0].reason
+
+
+def test_a_corrupt_sqlite_file_is_reported_not_a_traceback(store: Store, tmp_path: Path) -> None:
+    corrupt = tmp_path / "memory.db"
+    corrupt.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    report = cio.run_import(store, "sqlite", cio.from_sqlite(corrupt), batch_size=10, strict=False)
+    assert report.source_error and "DatabaseError" in report.source_error
+    assert report.imported_conversations == 0
+
+
+def test_records_read_before_a_source_fails_are_imported(store: Store, tmp_path: Path) -> None:
+    """A source failing half-way once lost the batch it was filling, with a traceback."""
+    good = list(cio.from_json(legacy_json(tmp_path, LEGACY)))
+
+    def failing() -> Iterator[Any]:
+        yield from good
+        raise OSError("the disk went away")
+
+    report = cio.run_import(store, "json", failing(), batch_size=10, strict=False)
+    assert report.imported_conversations == 2
+    assert report.source_error and "cannot be read after 2 records: OSError: the disk went away" in report.source_error
