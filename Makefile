@@ -60,8 +60,8 @@ up: $(STAMP) ## the local stack: embedded PostgreSQL, schema via the custom-reso
 down: $(STAMP) ## stop the embedded PostgreSQL that make up started (its data stays in .local/)
 	$(PY) scripts/local_stack.py --down
 
-reset: $(STAMP) ## stop it and delete the local data in .local/ (asks first)
-	$(PY) scripts/local_stack.py --reset
+reset: $(STAMP) ## stop it and delete the local data in .local/ (asks first; YES=1 does not)
+	$(PY) scripts/local_stack.py --reset $(if $(YES),--yes)
 
 preflight: $(STAMP) ## before a deploy: credentials, region, CDK bootstrap, ECS service-linked role, Docker, certificate
 	$(PY) scripts/verify_deployment.py --preflight --profile $(PROFILE) $(if $(CERTIFICATE_ARN),--certificate-arn $(CERTIFICATE_ARN))

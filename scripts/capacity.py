@@ -142,6 +142,10 @@ def plan(rps: float, p99_ms: float, profile: str, database: str, prices: dict[st
     }
 
 
+# What prod refuses to synth without (stacks/config.py): the command says so, with placeholders.
+_PROD_NEEDS = " -c certificateArn=<ACM certificate ARN> -c domainName=<api.example.com> -c alarmEmail=<you@example.com>"
+
+
 def render(result: dict[str, Any]) -> str:
     i = result["inputs"]
     flags = " ".join(f"-c {k}={v}" for k, v in result["context"].items())
@@ -161,7 +165,8 @@ def render(result: dict[str, Any]) -> str:
             f"                {line.item}: ${line.monthly:,.2f}"
             for line in sorted(result["lines"], key=lambda x: -x.monthly)[:4]
         ),
-        f"  deploy:       node_modules/.bin/cdk deploy --all -c profile={i['profile']} {flags}",
+        f"  deploy:       node_modules/.bin/cdk deploy --all -c profile={i['profile']} {flags}"
+        + (_PROD_NEEDS if i["profile"] == "prod" else ""),
     ]
     return "\n".join(out)
 

@@ -200,7 +200,10 @@ def down(data_dir: Path, *, reset: bool, assume_yes: bool) -> int:
         return 0
     if not assume_yes:
         if not sys.stdin.isatty():
-            print("refusing to delete the local data without a terminal to confirm: pass --yes", file=sys.stderr)
+            print(
+                "refusing to delete the local data without a terminal to confirm: make reset YES=1 (or --yes)",
+                file=sys.stderr,
+            )
             return 2
         answer = input(f"delete every local conversation in {data_dir / 'pgdata'}? type 'delete' to confirm: ")
         if answer.strip() != "delete":

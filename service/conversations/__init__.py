@@ -1,3 +1,3 @@
 """The conversation service: conversations and messages in PostgreSQL with pgvector."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"  # pyproject.toml's (a test keeps them equal)

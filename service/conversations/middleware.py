@@ -25,7 +25,7 @@ from .headers import USER_ID_HEADER, invalid_header_id, valid_header_id
 log = logging.getLogger("conversations.api")
 
 # Paths anyone may fetch: the page and its assets, the health probes, the API's own description.
-PUBLIC_PATHS = frozenset({"/", "/health", "/health/live", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/health", "/health/live", "/openapi.json", "/docs"})
 PUBLIC_PREFIXES = ("/static/",)
 # Probes the load balancer and ECS depend on: never turned away by admission.
 PROBE_PATHS = frozenset({"/health", "/health/live"})

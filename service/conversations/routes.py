@@ -244,6 +244,12 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
+@public.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The page's icon where browsers look for it first (it answered 401 before)."""
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml", headers=PAGE_HEADERS)
+
+
 @public.get("/docs", include_in_schema=False)
 async def docs() -> FileResponse:
     """The API's interactive documentation (Swagger UI, served from this service)."""

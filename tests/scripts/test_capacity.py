@@ -40,3 +40,18 @@ def test_a_small_traffic_keeps_the_profiles_instance_and_needs_no_proxy() -> Non
     assert not result["rds_proxy"] and "rdsProxy" not in result["context"]
     text = capacity.render(result)
     assert "cdk deploy --all -c profile=dev -c minTasks=1" in text
+
+
+def test_the_prod_deploy_command_names_what_prod_needs_and_then_synthesizes() -> None:
+    """It used to print a prod command that fails (no certificate, no domain, no alarm address)."""
+    from stacks.config import load_config
+
+    text = capacity.render(capacity.plan(500, 25, "prod", "instance", estimate_cost.load_prices()))
+    deploy = next(line for line in text.splitlines() if "deploy:" in line)
+    filled = (
+        deploy.replace("<ACM certificate ARN>", "arn:aws:acm:eu-west-1:123456789012:certificate/abcd-1234")
+        .replace("<api.example.com>", "api.example.com")
+        .replace("<you@example.com>", "ops@example.com")
+    )
+    context = dict(flag.split("=", 1) for flag in filled.split(" -c ")[1:])
+    assert load_config(context, {}).profile == "prod"

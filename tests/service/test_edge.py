@@ -245,3 +245,9 @@ def test_a_conversation_with_hundreds_of_embedded_messages_still_fits(client: Te
     messages = [{"role": "user", "content": f"m{n}", "embedding": [0.25] * 8} for n in range(1000)]
     answer = client.post("/conversations", json={"conversation_id": "many", "messages": messages})
     assert answer.status_code == 201 and len(answer.json()["messages"]) == 1000
+
+
+def test_the_favicon_needs_no_token(anon_client: TestClient) -> None:
+    answer = anon_client.get("/favicon.ico")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/svg+xml")
+    assert anon_client.get("/static/favicon.svg").status_code == 200

@@ -171,3 +171,12 @@ def test_forwarded_headers_are_believed_only_from_the_load_balancers_range(monke
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.40.0.0/16")
     assert entry.main() == 0
     assert ran["forwarded_allow_ips"] == "10.40.0.0/16" and ran["proxy_headers"] is True
+
+
+def test_the_service_reports_the_version_pyproject_declares() -> None:
+    import tomllib
+
+    import conversations
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert conversations.__version__ == pyproject["project"]["version"]
