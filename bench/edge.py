@@ -3,7 +3,7 @@ conversations`` (one process, as the container runs it, on its own PostgreSQL), 
 process's peak memory (VmHWM, a fresh process per attack) and the worst ``/health/live``
 latency while it runs, and what a well-behaved caller got meanwhile.
 
-    .venv/bin/python bench/edge.py          # about two minutes; writes bench/results/<date>-edge.json
+    .venv/bin/python bench/edge.py          # about two minutes; writes bench/results/edge/<date>.json
 
 Goals (issue 27): peak RSS under 150 MiB and /health/live under 100 ms during any attack.
 """
@@ -271,7 +271,9 @@ def main() -> int:
                 f"/health/live worst {row['worst_live_ms']:7.1f} ms  {outcome}",
                 flush=True,
             )
-    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-edge.json"
+    # Beside the full runs, not among them (scripts and tests read the latest of those).
+    out = ROOT / "bench" / "results" / "edge" / f"{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"python": sys.version.split()[0], "attacks": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
