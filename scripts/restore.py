@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -252,16 +253,23 @@ class Restore:
         self._restore_temporary(db, temporary, snapshot=snapshot, when=when)
         try:
             self.say("      its master password := the master secret's current one")
-            password = json.loads(
-                self.secrets.get_secret_value(SecretId=db.master_secret_arn, VersionStage="AWSCURRENT")["SecretString"]
-            )["password"]
-            self._set_master_password(db, temporary, password)
+            self._set_master_password(db, temporary, self._master_password(db))
             self.say(f"      snapshot {temporary}")
             self._snapshot(db, temporary, temporary)
         finally:
             self.say(f"      deleting the temporary {db.kind} {temporary}")
             self._delete_temporary(db, temporary)
         return temporary
+
+    def _master_password(self, db: Database) -> str:
+        try:
+            raw = self.secrets.get_secret_value(SecretId=db.master_secret_arn, VersionStage="AWSCURRENT")
+            password = json.loads(raw["SecretString"]).get("password")
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, a secret not the RDS shape
+            raise RestoreError(f"cannot read the master password from {db.master_secret_arn}: {exc!r}") from None
+        if not isinstance(password, str) or not password:
+            raise RestoreError(f"the master secret {db.master_secret_arn} holds no password")
+        return password
 
     def _snapshot(self, db: Database, source: str, name: str) -> None:
         if db.cluster:
@@ -329,19 +337,52 @@ class Restore:
             self._wait("the new master password", lambda: self._instance_status(name, pending=True), "available")
 
     def _delete_temporary(self, db: Database, name: str) -> None:
+        """Delete what the restore made, step by step (a step that fails is said, the next still
+        tried): a cluster only once its instance is gone (RDS refuses it before)."""
+        rds = self.rds
+        if db.cluster:
+            instance = f"{name}-1"
+            if self._try(
+                instance, partial(rds.delete_db_instance, DBInstanceIdentifier=instance, SkipFinalSnapshot=True)
+            ):
+                gone = partial(self._gone, partial(self._instance_status, instance))
+                self._wait(f"instance {instance}", gone, "deleted")
+            self._try(
+                name,
+                partial(
+                    rds.modify_db_cluster, DBClusterIdentifier=name, DeletionProtection=False, ApplyImmediately=True
+                ),
+                partial(rds.delete_db_cluster, DBClusterIdentifier=name, SkipFinalSnapshot=True),
+            )
+            return
+        # Restored with deletion protection off; made sure of, as a snapshot's may carry it over.
+        self._try(
+            name,
+            partial(rds.modify_db_instance, DBInstanceIdentifier=name, DeletionProtection=False, ApplyImmediately=True),
+            partial(
+                rds.delete_db_instance, DBInstanceIdentifier=name, SkipFinalSnapshot=True, DeleteAutomatedBackups=True
+            ),
+        )
+
+    def _try(self, name: str, *steps: Callable[[], Any]) -> bool:
         try:
-            # Restored with deletion protection off; made sure of, as a snapshot's may carry it over.
-            if db.cluster:
-                self.rds.modify_db_cluster(DBClusterIdentifier=name, DeletionProtection=False, ApplyImmediately=True)
-                self.rds.delete_db_instance(DBInstanceIdentifier=f"{name}-1", SkipFinalSnapshot=True)
-                self.rds.delete_db_cluster(DBClusterIdentifier=name, SkipFinalSnapshot=True)
-            else:
-                self.rds.modify_db_instance(DBInstanceIdentifier=name, DeletionProtection=False, ApplyImmediately=True)
-                self.rds.delete_db_instance(
-                    DBInstanceIdentifier=name, SkipFinalSnapshot=True, DeleteAutomatedBackups=True
-                )
-        except Exception as exc:  # noqa: BLE001 - reported, never hides the step's own error
+            for step in steps:
+                step()
+        except Exception as exc:  # noqa: BLE001 - said, never hides the restore's own error
+            if "NotFound" in type(exc).__name__ or "NotFound" in str(exc):
+                return False  # never created: nothing to delete
             self.say(f"      could not delete {name} ({exc}): delete it by hand, it is billed while it runs")
+            return False
+        return True
+
+    @staticmethod
+    def _gone(status: Callable[[], str]) -> str:
+        try:
+            return status()
+        except Exception as exc:
+            if "NotFound" in type(exc).__name__ or "NotFound" in str(exc):
+                return "deleted"
+            raise
 
     def _instance_status(self, name: str, *, pending: bool = False) -> str:
         i = self.rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]

@@ -349,3 +349,16 @@ def test_preflight_passes_a_stack_never_restored_or_not_deployed(session: boto3.
     assert preflight_restore(session, None).detail == "not a restored database"
     row = preflight_restore(session, "snap")
     assert row.result == "PASS" and "replaces" in row.detail
+
+
+def test_a_restore_that_fails_half_way_leaves_no_temporary_database(
+    session: boto3.session.Session, instance: str, cdk_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session.client("secretsmanager").put_secret_value(SecretId="master", SecretString=json.dumps({"username": "x"}))
+    code, out, err = run(session, cdk_json, "--snapshot", "nightly", "--yes", capsys=capsys)
+    assert code == 1 and "holds no password" in err and "Traceback" not in err
+    assert [i["DBInstanceIdentifier"] for i in session.client("rds").describe_db_instances()["DBInstances"]] == [
+        "db-old"
+    ]
+    assert "deleting the temporary" in out
+    assert "restoreSnapshot" not in json.loads(cdk_json.read_text())["context"]
