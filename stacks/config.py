@@ -375,8 +375,16 @@ class ServiceConfig:
     """With domainName: the Route 53 zone (of hostedZoneName) that gets the alias record to the load balancer."""
     hosted_zone_name: str | None = setting("hostedZoneName", _domain, dev=None)
     allow_plain_http: bool = setting("allowPlainHttp", _bool, dev=False)
-    """Explicit opt-out: prod serves plain HTTP without a certificate (never the default)."""
-    allowed_cidrs: tuple[str, ...] = setting("allowedCidrs", _cidrs, dev=("0.0.0.0/0",))
+    """Explicit opt-out: plain HTTP without a certificate to the whole internet (in prod: at all)."""
+    allowed_cidrs: tuple[str, ...] | None = setting(
+        "allowedCidrs", _cidrs, dev=None, prod=("0.0.0.0/0",), unset="none: closed"
+    )
+    """Who may reach the load balancer. None: nobody (dev and lean serve plain HTTP, so they are
+    closed until told whom to admit; make deploy admits the deploying machine's address)."""
+
+    @property
+    def open_to_the_internet(self) -> bool:
+        return any(cidr in ("0.0.0.0/0", "::/0") for cidr in self.allowed_cidrs or ())
 
     @property
     def requests_per_target(self) -> int:
@@ -540,6 +548,7 @@ def load_config(context: Mapping[str, Any], env: Mapping[str, str]) -> Deploymen
 def _check(config: DeploymentConfig) -> DeploymentConfig:
     """What no single key can say wrong: the keys together, and what prod requires."""
     _check_prod(config)
+    _check_transport(config.service)
     _check_endpoint(config.service)
     _check_database(config.database, config.network)
     _check_tasks(config.service)
@@ -564,6 +573,18 @@ def _check_prod(config: DeploymentConfig) -> None:
             "subscriber its alarms reach nobody. Confirm the e-mail AWS sends after the deploy; make verify "
             "fails until someone has"
         )
+
+
+def _check_transport(service: ServiceConfig) -> None:
+    if service.certificate_arn or service.allow_plain_http or not service.open_to_the_internet:
+        return
+    raise ConfigError(
+        "allowedCidrs opens the load balancer to the whole internet without a certificate: the API token and "
+        "every conversation would cross it as plain HTTP. Serve HTTPS (-c certificateArn=... -c domainName=..., "
+        "or make deploy CERTIFICATE_ARN=... DOMAIN_NAME=...), admit only your own addresses (-c allowedCidrs="
+        "203.0.113.7/32; make deploy does this for the machine it runs on), or accept plain HTTP to everyone "
+        "explicitly with -c allowPlainHttp=true"
+    )
 
 
 def _check_endpoint(service: ServiceConfig) -> None:

@@ -262,7 +262,7 @@ def service(api: ConversationService) -> None:
                 "Plain HTTP only until an ACM certificate is configured "
                 "(context certificateArn), which turns on HTTPS with a redirect from HTTP.",
             )
-    if "0.0.0.0/0" in api.config.allowed_cidrs or "::/0" in api.config.allowed_cidrs:
+    if api.config.open_to_the_internet:
         checkov_skip(
             api.load_balancer_security_group,
             "CKV_AWS_260",
@@ -290,7 +290,7 @@ def service(api: ConversationService) -> None:
         "itself would need a further bucket with the same finding. It blocks public access, "
         "enforces TLS and expires objects.",
     )
-    if "0.0.0.0/0" in api.config.allowed_cidrs or "::/0" in api.config.allowed_cidrs:
+    if api.config.open_to_the_internet:
         acknowledge(
             api.load_balancer_security_group,
             "EC23",

@@ -55,7 +55,7 @@ class LoadBalancer:
             description="Conversation service load balancer",
         )
         listener_port = 443 if config.certificate_arn else 80
-        for cidr in config.allowed_cidrs:
+        for cidr in config.allowed_cidrs or ():  # none: closed until allowedCidrs names someone
             peer = ec2.Peer.ipv6(cidr) if ":" in cidr else ec2.Peer.ipv4(cidr)
             alb_sg.add_ingress_rule(peer, ec2.Port.tcp(listener_port), "API clients")
             if config.certificate_arn:

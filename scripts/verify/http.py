@@ -38,7 +38,9 @@ class Http:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise CheckFailed(
-                f"{method} {path}: cannot connect ({reason})", "is the service running, and is the URL right?"
+                f"{method} {path}: cannot connect ({reason})",
+                "is the service running, and is the URL right? A load balancer without a certificate admits only "
+                "allowedCidrs (make deploy: the deploying machine's address); deploy again with ALLOWED_CIDRS=...",
             ) from None
 
 

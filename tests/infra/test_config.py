@@ -309,3 +309,18 @@ def test_restore_snapshot_takes_identifiers_and_arns(snapshot: str) -> None:
 def test_restore_snapshot_refuses_what_is_no_snapshot(snapshot: str) -> None:
     with pytest.raises(ConfigError, match="must be a DB snapshot identifier or ARN"):
         load_config({"restoreSnapshot": snapshot}, ENV)
+
+
+def test_dev_and_lean_admit_nobody_to_plain_http_until_told_whom() -> None:
+    """They served plain HTTP to 0.0.0.0/0 by default: the token and every conversation in clear
+    text across the internet."""
+    for profile in ("dev", "lean"):
+        assert load_config({"profile": profile}, ENV).service.allowed_cidrs is None
+    assert load_config({"allowedCidrs": "203.0.113.7/32"}, ENV).service.allowed_cidrs == ("203.0.113.7/32",)
+    with pytest.raises(ConfigError, match="whole internet without a certificate") as refused:
+        load_config({"allowedCidrs": "0.0.0.0/0"}, ENV)
+    for way_out in ("certificateArn", "allowedCidrs=203.0.113.7/32", "allowPlainHttp=true"):
+        assert way_out in str(refused.value)
+    assert load_config({"allowedCidrs": "::/0", "allowPlainHttp": "true"}, ENV).service.open_to_the_internet
+    assert load_config({"allowedCidrs": "0.0.0.0/0", "certificateArn": CERT, "domainName": "a.example.com"}, ENV)
+    assert load_config(PROD, ENV).service.allowed_cidrs == ("0.0.0.0/0",), "prod serves HTTPS: open by default"

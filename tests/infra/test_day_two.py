@@ -205,3 +205,12 @@ def test_the_tasks_believe_forwarded_headers_from_the_vpc_only() -> None:
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert env["FORWARDED_ALLOW_IPS"] == "10.40.0.0/16"
+
+
+def test_a_plain_http_load_balancer_is_closed_until_told_whom_to_admit() -> None:
+    closed = of_type(variant(profile="dev")["Service"], "AWS::EC2::SecurityGroup")
+    (group,) = [g["Properties"] for lid, g in closed.items() if "LoadBalancer" in lid]
+    assert "SecurityGroupIngress" not in group
+    opened = of_type(variant(profile="dev", allowedCidrs="203.0.113.7/32")["Service"], "AWS::EC2::SecurityGroup")
+    (group,) = [g["Properties"] for lid, g in opened.items() if "LoadBalancer" in lid]
+    assert [(r["CidrIp"], r["FromPort"]) for r in group["SecurityGroupIngress"]] == [("203.0.113.7/32", 80)]
