@@ -251,3 +251,33 @@ def test_the_favicon_needs_no_token(anon_client: TestClient) -> None:
     answer = anon_client.get("/favicon.ico")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/svg+xml")
     assert anon_client.get("/static/favicon.svg").status_code == 200
+
+
+def test_deleting_a_conversation_deletes_the_answers_stored_for_its_replays(
+    client: TestClient, clean_db: MigratedDatabase
+) -> None:
+    """Stored answers of idempotent POSTs held a deleted conversation's text for a day."""
+    import psycopg
+
+    alice = {"X-User-Id": "alice"}
+    body = {"conversation_id": "secret", "messages": [{"role": "user", "content": "words to forget"}]}
+    client.post("/conversations", json=body, headers={**alice, "Idempotency-Key": "forget-c"})
+    client.post(
+        "/conversations/secret/messages",
+        json={"role": "user", "content": "more to forget"},
+        headers={**alice, "Idempotency-Key": "forget-a"},
+    )
+    big = {"role": "user", "content": "forget " * 12_000}  # past 64 KiB: stored as a reference
+    client.post(
+        "/conversations/secret/messages", json=big, headers={"Idempotency-Key": "forget-b"}
+    )  # no user: scope ''
+    client.post("/conversations", json={"conversation_id": "other"}, headers={**alice, "Idempotency-Key": "forget-o"})
+
+    def stored() -> list[str]:
+        with psycopg.connect(clean_db.admin) as conn:
+            rows = conn.execute("SELECT key FROM idempotency_keys WHERE key LIKE 'forget-%' ORDER BY key")
+            return [r[0].removeprefix("forget-") for r in rows.fetchall()]
+
+    assert stored() == ["a", "b", "c", "o"]
+    assert client.delete("/conversations/secret", headers=alice).status_code == 204
+    assert stored() == ["o"], "only the other conversation's answer is kept"

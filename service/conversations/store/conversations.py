@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from ..models import Conversation, ConversationCursor, ConversationSummary, NewMessage, Page, title_from
 from .errors import Conflict, NotFound
 from .messages import MAX_PAGE_MESSAGES, Messages
-from .statements import HEAD_COLUMNS, OWNED, SUMMARY_COLUMNS
+from .statements import HEAD_COLUMNS, OWNED, REPLAY_REF, SUMMARY_COLUMNS
 
 
 class Conversations(Messages):
@@ -150,13 +150,21 @@ class Conversations(Messages):
         return Conversation(**row)
 
     def delete_conversation(self, conversation_id: str, *, user_id: str | None = None) -> None:
-        with self._conn() as conn:
-            deleted = conn.execute(
-                f"DELETE FROM conversations c WHERE c.conversation_id = %(id)s AND {OWNED}",
+        """Delete the conversation and its messages, and, in the same transaction, the answers
+        stored for idempotent POSTs about it (they hold its text for a day otherwise): those of
+        its owner's scope and of callers without X-User-Id."""
+        with self._conn() as conn, conn.transaction():
+            owner = conn.execute(
+                f"DELETE FROM conversations c WHERE c.conversation_id = %(id)s AND {OWNED} RETURNING c.user_id",
                 {"id": conversation_id, "user_id": user_id},
-            ).rowcount
-        if not deleted:
-            raise NotFound(f"conversation {conversation_id!r} not found")
+            ).fetchone()
+            if owner is None:
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE scope = ANY(%(scopes)s)"
+                " AND %(id)s IN (response ->> 'conversation_id', response -> %(ref)s ->> 'conversation_id')",
+                {"scopes": sorted({owner[0] or "", ""}), "id": conversation_id, "ref": REPLAY_REF},
+            )
 
     def message_counts(self, conversation_ids: Sequence[str]) -> dict[str, int]:
         with self._conn() as conn:

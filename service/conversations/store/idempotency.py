@@ -13,6 +13,7 @@ import psycopg
 from ..models import Conversation, Message, NewMessage
 from .conversations import Conversations
 from .errors import IdempotencyKeyReused
+from .statements import REPLAY_REF
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,6 @@ class Idempotency:
 IDEMPOTENCY_TTL = "24 hours"
 # A stored response larger than this is kept as a reference to what was written.
 MAX_STORED_RESPONSE_BYTES = 64 * 1024
-REPLAY_REF = "$replay"
 
 
 class Idempotent(Conversations):
@@ -79,7 +79,7 @@ class Idempotent(Conversations):
 
         def write(conn: psycopg.Connection) -> tuple[bytes, dict[str, Any]]:
             (appended,) = self._append(conn, conversation_id, user_id, [message])
-            return render(appended), {"seq": appended.seq}
+            return render(appended), {"seq": appended.seq, "conversation_id": conversation_id}
 
         def expand(ref: dict[str, Any]) -> bytes:
             page = self.list_messages(conversation_id, user_id=user_id, after=ref["seq"] - 1, limit=1)

@@ -9,6 +9,9 @@ from dataclasses import fields
 
 from ..models import Message
 
+# The key of an idempotent POST's stored answer that is a reference, not a body (idempotency.py).
+REPLAY_REF = "$replay"
+
 MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.role, m.content, m.metadata, m.created_at,"
     " m.embedding IS NOT NULL AS has_embedding"
