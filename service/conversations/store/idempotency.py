@@ -138,16 +138,19 @@ class Idempotent(Conversations):
                     )
                     return body, False
                 # The first request committed (a concurrent one waited on the key's lock).
+                # The conversation the stored answer names: a body's, or a reference's (as
+                # delete_conversation finds the answers to remove).
                 row = conn.execute(
-                    f"SELECT fingerprint, response::text, response -> '{REPLAY_REF}', created_at"
-                    " FROM idempotency_keys WHERE scope = %s AND key = %s",
-                    (idempotency.scope, idempotency.key),
+                    "SELECT fingerprint, response::text, response -> %(ref)s, created_at,"
+                    " coalesce(response ->> 'conversation_id', response -> %(ref)s ->> 'conversation_id')"
+                    " FROM idempotency_keys WHERE scope = %(scope)s AND key = %(key)s",
+                    {"ref": REPLAY_REF, "scope": idempotency.scope, "key": idempotency.key},
                 ).fetchone()
                 assert row is not None
-                fingerprint, replay, ref, keyed_at = row
+                fingerprint, replay, ref, keyed_at, named = row
                 if fingerprint != idempotency.fingerprint:
                     raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
-                about = conversation_id or (ref if ref is not None else orjson.loads(replay)).get("conversation_id")
+                about = conversation_id or named
                 current = conn.execute(
                     "SELECT created_at <= %s FROM conversations WHERE conversation_id = %s", (keyed_at, about)
                 ).fetchone()
