@@ -128,12 +128,28 @@ def _instance_class(key: str, raw: Any) -> str:
     return value
 
 
-def _certificate(key: str, raw: Any) -> str | None:
-    if raw in (None, ""):
-        return None
-    if not _CERT_ARN_RE.match(str(raw)):
-        raise ConfigError(f"context '{key}' must be an ACM certificate ARN, got {raw!r}")
-    return str(raw)
+def _optional(pattern: re.Pattern[str], what: str, clean: Callable[[str], str] = lambda value: value) -> Parser:
+    """A parser for an optional text key: unset or empty is None; otherwise ``clean`` of its text
+    must match ``pattern``, or the key ``must be <what>``."""
+
+    def parse(key: str, raw: Any) -> str | None:
+        if raw in (None, ""):
+            return None
+        value = clean(str(raw))
+        if not pattern.match(value):
+            raise ConfigError(f"context '{key}' must be {what}, got {raw!r}")
+        return value
+
+    return parse
+
+
+_certificate = _optional(_CERT_ARN_RE, "an ACM certificate ARN")
+_email = _optional(_EMAIL_RE, "an e-mail address")
+_domain = _optional(_DOMAIN_RE, "a DNS name such as api.example.com", lambda v: v.strip().lower().rstrip("."))
+_zone_id = _optional(
+    _ZONE_ID_RE, "a Route 53 hosted zone id such as Z0123456789ABC", lambda v: v.strip().removeprefix("/hostedzone/")
+)
+_snapshot = _optional(_SNAPSHOT_RE, "a DB snapshot identifier or ARN", str.strip)
 
 
 def _cidrs(key: str, raw: Any) -> tuple[str, ...]:
@@ -146,41 +162,6 @@ def _cidrs(key: str, raw: Any) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"context '{key}' has an invalid CIDR {value!r}") from None
     return tuple(values)
-
-
-def _email(key: str, raw: Any) -> str | None:
-    if raw in (None, ""):
-        return None
-    if not _EMAIL_RE.match(str(raw)):
-        raise ConfigError(f"context '{key}' must be an e-mail address, got {raw!r}")
-    return str(raw)
-
-
-def _domain(key: str, raw: Any) -> str | None:
-    if raw in (None, ""):
-        return None
-    value = str(raw).strip().lower().rstrip(".")
-    if not _DOMAIN_RE.match(value):
-        raise ConfigError(f"context '{key}' must be a DNS name such as api.example.com, got {raw!r}")
-    return value
-
-
-def _zone_id(key: str, raw: Any) -> str | None:
-    if raw in (None, ""):
-        return None
-    value = str(raw).strip().removeprefix("/hostedzone/")
-    if not _ZONE_ID_RE.match(value):
-        raise ConfigError(f"context '{key}' must be a Route 53 hosted zone id such as Z0123456789ABC, got {raw!r}")
-    return value
-
-
-def _snapshot(key: str, raw: Any) -> str | None:
-    if raw in (None, ""):
-        return None
-    value = str(raw).strip()
-    if not _SNAPSHOT_RE.match(value):
-        raise ConfigError(f"context '{key}' must be a DB snapshot identifier or ARN, got {raw!r}")
-    return value
 
 
 def _azs(key: str, raw: Any) -> tuple[str, ...]:
