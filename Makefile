@@ -19,7 +19,8 @@ ALLOWED_CIDRS ?=
 CDK_ARGS := -c profile=$(PROFILE) $(if $(CERTIFICATE_ARN),-c certificateArn=$(CERTIFICATE_ARN)) $(if $(DOMAIN_NAME),-c domainName=$(DOMAIN_NAME)) $(if $(ALARM_EMAIL),-c alarmEmail=$(ALARM_EMAIL)) $(if $(ALLOWED_CIDRS),-c allowedCidrs=$(ALLOWED_CIDRS)) --no-notices
 # Without a certificate the load balancer serves plain HTTP, so dev and lean admit nobody unless
 # told whom: make deploy admits the address of the machine it runs on (AWS's checkip).
-MY_ADDRESS = $(if $(or $(ALLOWED_CIDRS),$(CERTIFICATE_ARN),$(filter prod,$(PROFILE))),,$(shell curl -fsS --max-time 10 https://checkip.amazonaws.com 2>/dev/null))
+NEEDS_ADDRESS := $(if $(or $(ALLOWED_CIDRS),$(CERTIFICATE_ARN),$(filter prod,$(PROFILE))),,yes)
+MY_ADDRESS = $(if $(NEEDS_ADDRESS),$(shell curl -fsS --max-time 10 https://checkip.amazonaws.com 2>/dev/null))
 # jsii compares this with the Node major version; 20 works but is past its end of life.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
@@ -94,7 +95,7 @@ diff: $(STAMP) $(NODE_STAMP) ## what a deploy of PROFILE would change (needs AWS
 
 deploy: $(STAMP) $(NODE_STAMP) preflight ## preflight, then deploy the three stacks of PROFILE (needs AWS credentials and Docker)
 	@address="$(MY_ADDRESS)"; extra=""; \
-	if [ -z "$(ALLOWED_CIDRS)$(CERTIFICATE_ARN)" ] && [ "$(PROFILE)" != prod ]; then \
+	if [ -n "$(NEEDS_ADDRESS)" ]; then \
 	  [ -n "$$address" ] || { echo "could not find this machine's public address: pass ALLOWED_CIDRS=<address>/32 (plain HTTP from there only) or CERTIFICATE_ARN=... DOMAIN_NAME=... (HTTPS)" >&2; exit 2; }; \
 	  extra="-c allowedCidrs=$$address/32"; \
 	  echo "plain HTTP from this machine only: allowedCidrs=$$address/32 (ALLOWED_CIDRS=... or CERTIFICATE_ARN=... to choose)"; \
